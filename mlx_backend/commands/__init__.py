@@ -1,0 +1,1 @@
+"""One module per ``qwen-desk`` subcommand: ``add_parser`` and ``run``."""

@@ -1,0 +1,89 @@
+"""The request the UI sends and the events the engine streams back.
+
+Data flows one way: UI -> worker -> ``Engine.stream(request)`` -> events -> UI.
+Everything here is plain data (no MLX, no Qt) so both sides can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[ChatMessage, ...]
+    # Key of the per-conversation prompt cache; None means "no reuse".
+    conversation_id: Optional[str] = None
+    # None: the model's default (hybrid Qwen3 thinks; 2507 models have one fixed mode).
+    enable_thinking: Optional[bool] = None
+    # None: Qwen3's recommended preset for the thinking mode in effect.
+    sampling: Optional[SamplingParams] = None
+    max_tokens: int = 8192
+    stop: tuple[str, ...] = ()
+    seed: Optional[int] = None
+    # Optional KV-cache quantization for long contexts (None, 8 or 4).
+    kv_bits: Optional[int] = None
+    # Long documents: extend a hybrid model's context with YaRN for this request.
+    yarn_factor: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class PrefillProgress:
+    done: int
+    total: int
+    eta_s: Optional[float]
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    # Prompt tokens served from the conversation's prompt cache (not prefilled again).
+    cached_tokens: int
+    generation_tokens: int
+    ttft_s: float
+    prompt_tps: float
+    generation_tps: float
+    peak_memory_gb: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: FinishReason
+    stats: GenerationStats
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+Event = Union[PrefillProgress, ThinkingDelta, AnswerDelta, Finished, Failed]
