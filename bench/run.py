@@ -1,0 +1,397 @@
+"""Qwen Desk's engine vs plain mlx-lm, measured side by side in one process.
+
+Both sides load the same random-weight 4-bit checkpoint with Qwen3-0.6B's shapes (written by
+the test suite's ``write_random_checkpoint``, quantized by our converter) and get the same
+prompt token ids, greedy decoding. After one warm-up each, runs alternate between the sides
+in ABBA order (so drift and other load hit both alike) and the table shows medians:
+
+- decode tokens/s: the tokens after the first over the time from first to last token;
+- prefill tokens/s on a ~2048-token prompt: prompt tokens over the time to first token;
+- time to first token of the last turn of a chat: ours with the conversation's prompt cache,
+  mlx-lm re-prefilling the whole conversation (what a stateless generate call does);
+- peak memory: the model's weights plus the highest allocation above the idle level;
+- the decode ceiling: measured memory bandwidth over the bytes a token must read (weights).
+
+On MLX's CPU backend (Linux) full-depth prefill takes far too long, so the default there is 2 of
+the 28 layers and float32 scales (bf16 arithmetic is emulated on x86); every ratio compares the
+same kernels, so they stay meaningful. Usage: ``python bench/run.py`` or ``qwen-desk bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402
+from mlx_lm.generate import stream_generate  # noqa: E402
+from mlx_lm.models.cache import trim_prompt_cache  # noqa: E402
+from mlx_lm.sample_utils import make_sampler  # noqa: E402
+
+from mlx_backend.commands.bench import add_arguments  # noqa: E402
+from mlx_backend.engine import Engine  # noqa: E402
+from mlx_backend.events import ChatMessage, ChatRequest, Finished, PrefillProgress, SamplingParams  # noqa: E402
+from mlx_backend.memory import model_nbytes  # noqa: E402
+from mlx_backend.prompt_cache import common_prefix_length  # noqa: E402
+from mlx_backend.quantize import convert  # noqa: E402
+from tests.support.checkpoints import write_random_checkpoint  # noqa: E402
+from tests.support.tokenizers import qwen3_fixtures_available  # noqa: E402
+
+# Qwen3-0.6B's config.json (the fields that shape compute and memory).
+QWEN3_0_6B = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 3072,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 40960,
+}
+GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
+# Greedy decoding of random weights soon repeats one token: chat replies are sampled instead, so
+# every turn has a reply of about the requested length.
+SAMPLED = SamplingParams(temperature=1.0, top_p=1.0, top_k=0)
+FILLER = (
+    "The committee reviewed the quarterly figures for every regional office and noted that "
+    "shipping delays, currency swings and a late harvest explained most of the variance, while "
+    "the northern warehouses reported steady demand for spare parts and seasonal equipment. "
+)
+
+
+@dataclass
+class Timing:
+    ttft_s: float
+    decode_tps: float
+    tokens: int
+    peak_bytes: int  # highest allocation above the idle level during the run
+
+
+# ---------------------------------------------------------------- the two sides
+
+
+def idle_memory() -> int:
+    gc.collect()
+    mx.clear_cache()
+    mx.reset_peak_memory()
+    return mx.get_active_memory()
+
+
+def run_ours(engine: Engine, request: ChatRequest) -> Timing:
+    """Time one request through our engine, consuming every event like the app's worker."""
+    idle = idle_memory()
+    start = time.perf_counter()
+    first = end = None
+    tokens = 0
+    for event in engine.stream(request):
+        if isinstance(event, PrefillProgress) and event.done == event.total and event.eta_s == 0.0:
+            first = time.perf_counter()  # emitted as soon as the first token is sampled
+        elif isinstance(event, Finished):
+            end = time.perf_counter()
+            tokens = event.stats.generation_tokens
+            if event.reason == "error":
+                raise RuntimeError("our engine failed during the benchmark")
+    return _timing(start, first, end, tokens, idle)
+
+
+def run_mlx_lm(model, tokenizer, prompt: list[int], max_tokens: int) -> Timing:
+    idle = idle_memory()
+    start = time.perf_counter()
+    first = end = None
+    tokens = 0
+    sampler = make_sampler(temp=0.0)
+    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, sampler=sampler):
+        now = time.perf_counter()
+        first = first or now
+        end = now
+        tokens = response.generation_tokens
+    return _timing(start, first, end, tokens, idle)
+
+
+def _timing(start: float, first: Optional[float], end: Optional[float], tokens: int, idle: int) -> Timing:
+    assert first is not None and end is not None, "no token was generated"
+    decode = (tokens - 1) / (end - first) if tokens > 1 and end > first else 0.0
+    return Timing(first - start, decode, tokens, mx.get_peak_memory() - idle)
+
+
+def alternate(
+    runs: int, ours: Callable[[], Timing], theirs: Callable[[], Timing]
+) -> tuple[list[Timing], list[Timing]]:
+    """ABBA-ordered runs: A B, B A, A B, ..."""
+    mine, other = [], []
+    for i in range(runs):
+        if i % 2 == 0:
+            mine.append(ours())
+            other.append(theirs())
+        else:
+            other.append(theirs())
+            mine.append(ours())
+    return mine, other
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def user_text(engine: Engine, tokens: int, salt: int) -> str:
+    """English filler that tokenizes to at most ``tokens`` tokens, different per ``salt``."""
+    words = (f"Report {salt}. " + FILLER * (tokens // 20 + 2)).split(" ")
+    low, high = 1, len(words)
+    while low < high:  # the most words within the budget
+        mid = (low + high + 1) // 2
+        if len(engine.tokenizer.encode(" ".join(words[:mid]))) <= tokens:
+            low = mid
+        else:
+            high = mid - 1
+    return " ".join(words[:low])
+
+
+def chat_request(
+    messages, max_tokens: int, conversation: Optional[str] = None, seed: Optional[int] = None
+) -> ChatRequest:
+    return ChatRequest(
+        messages=tuple(messages),
+        conversation_id=conversation,
+        enable_thinking=False,
+        sampling=GREEDY if seed is None else SAMPLED,
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+
+
+# ---------------------------------------------------------------- the measurements
+
+
+def memory_bandwidth() -> float:
+    """Bytes per second of a large array operation (one read + one write), best of five."""
+    a = mx.random.uniform(shape=(64 * 2**20,))  # 256 MiB of float32
+    mx.eval(a)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        b = a + 1.0
+        mx.eval(b)
+        best = min(best, time.perf_counter() - start)
+        del b
+    return 2 * a.nbytes / best
+
+
+def build_checkpoint(root: Path, layers: int, dtype: str) -> Path:
+    tokenizer = "qwen3" if qwen3_fixtures_available() else "tiny"
+    shapes = {**QWEN3_0_6B, "num_hidden_layers": layers}
+    # A small embedding scale (like trained models) keeps the random model from just repeating
+    # its input token, so replies are real text.
+    source = write_random_checkpoint(
+        root / "source", tokenizer=tokenizer, dtype=dtype, embedding_std=0.02, **shapes
+    )
+    return convert(source, root / "4bit", bits=4, group_size=64)
+
+
+@dataclass
+class ChatResult:
+    reencoded: list[Timing]  # ours, the cache as the previous turn left it
+    prefix_only: list[Timing]  # ours, the cache cut back to what plain prefix reuse keeps
+    theirs: list[Timing]  # mlx-lm prefilling the whole conversation
+    prompt_tokens: int
+    reencoded_cached: int
+    prefix_cached: int
+    reencode_s: float  # spent after the previous reply's Finished event, while the user reads
+    reply_tokens: list[int]  # each reply's length as the history renders it
+
+
+def multi_turn(engine: Engine, model, tokenizer, args) -> ChatResult:
+    """Build a chat through the engine, then time its last turn three ways."""
+    conversation = "bench-chat"
+    engine.clear_caches()
+    history: list[ChatMessage] = []
+    reply_tokens: list[int] = []
+    reencode_s = 0.0
+    for turn in range(args.turns - 1):
+        history.append(ChatMessage("user", user_text(engine, args.user_tokens, 10 + turn)))
+        previous = chat_request(history, args.reply_tokens, conversation, seed=turn)
+        reply = []
+        finished_at = None
+        for event in engine.stream(previous):
+            reply.append(getattr(event, "text", ""))
+            if isinstance(event, Finished):
+                finished_at = time.perf_counter()
+        reencode_s = time.perf_counter() - finished_at
+        history.append(ChatMessage("assistant", "".join(reply)))
+        reply_tokens.append(len(engine.tokenizer.encode(history[-1].content)))
+    history.append(ChatMessage("user", user_text(engine, args.user_tokens, 99)))
+    last = chat_request(history, 1, conversation)
+    prompt = engine.prepare(last).prompt
+    snapshot = copy.deepcopy(engine.prompt_caches.peek(conversation))
+    # Without re-encoding, the previous turn's cache (its prompt, then the generated reply after
+    # the template's think block) matches the new prompt only up to where that reply starts.
+    prefix = common_prefix_length(engine.prepare(previous).prompt, prompt)
+
+    def ours(keep: int) -> Timing:
+        # Every run starts from the cache exactly as the previous turn left it (or cut back).
+        layers = copy.deepcopy(snapshot.layers)
+        trim_prompt_cache(layers, len(snapshot.tokens) - keep)
+        engine.prompt_caches.put(conversation, layers, snapshot.tokens[:keep], snapshot.signature)
+        return run_ours(engine, last)
+
+    full = len(snapshot.tokens)
+    reencoded, theirs = alternate(args.runs, lambda: ours(full), lambda: run_mlx_lm(model, tokenizer, prompt, 1))
+    prefix_only = [ours(prefix) for _ in range(args.runs)]
+    engine.clear_caches()
+    return ChatResult(
+        reencoded=reencoded,
+        prefix_only=prefix_only,
+        theirs=theirs,
+        prompt_tokens=len(prompt),
+        reencoded_cached=min(common_prefix_length(snapshot.tokens, prompt), len(prompt) - 1),
+        prefix_cached=prefix,
+        reencode_s=reencode_s,
+        reply_tokens=reply_tokens,
+    )
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    metal = mx.metal.is_available()
+    if args.layers is None:
+        args.layers = 28 if metal else 2
+    if args.dtype is None:
+        args.dtype = "bfloat16" if metal else "float32"
+    if args.quick:
+        args.layers, args.runs, args.decode_runs = min(args.layers, 2), 1, 1
+        args.decode_tokens, args.prefill_tokens = min(args.decode_tokens, 8), min(args.prefill_tokens, 128)
+        args.user_tokens, args.reply_tokens = min(args.user_tokens, 48), min(args.reply_tokens, 4)
+    command = " ".join(["python bench/run.py" if sys.argv[0].endswith("run.py") else "qwen-desk", *sys.argv[1:]])
+    started = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="qwen-desk-bench-") as tmp:
+        log(f"writing a random {args.layers}-layer Qwen3-0.6B-shaped checkpoint ({args.dtype}), quantizing to 4 bits")
+        folder = build_checkpoint(Path(tmp), args.layers, args.dtype)
+        engine = Engine.load(folder)
+        theirs_model, theirs_tokenizer = mlx_lm.load(str(folder))
+        weights = model_nbytes(engine.model)
+        theirs_weights = model_nbytes(theirs_model)
+
+        log("warm-up")
+        warm = chat_request([ChatMessage("user", "Hello there.")], 2)
+        warm_ids = engine.prepare(warm).prompt
+        run_ours(engine, warm)
+        run_mlx_lm(theirs_model, theirs_tokenizer, warm_ids, 2)
+
+        log("decode")
+        question = chat_request([ChatMessage("user", user_text(engine, 48, 0))], args.decode_tokens)
+        question_ids = engine.prepare(question).prompt
+        dec_ours, dec_theirs = alternate(
+            args.decode_runs,
+            lambda: run_ours(engine, question),
+            lambda: run_mlx_lm(theirs_model, theirs_tokenizer, question_ids, args.decode_tokens),
+        )
+
+        log(f"prefill (~{args.prefill_tokens} tokens)")
+        long_request = chat_request([ChatMessage("user", user_text(engine, args.prefill_tokens - 14, 1))], 1)
+        long_ids = engine.prepare(long_request).prompt
+        pre_ours, pre_theirs = alternate(
+            args.runs,
+            lambda: run_ours(engine, long_request),
+            lambda: run_mlx_lm(theirs_model, theirs_tokenizer, long_ids, 1),
+        )
+
+        log(f"{args.turns}-turn chat")
+        chat = multi_turn(engine, theirs_model, theirs_tokenizer, args)
+
+        log("memory bandwidth")
+        bandwidth = memory_bandwidth()
+
+    median = statistics.median
+    dec_o, dec_t = median(t.decode_tps for t in dec_ours), median(t.decode_tps for t in dec_theirs)
+    pre_o = median(len(long_ids) / t.ttft_s for t in pre_ours)
+    pre_t = median(len(long_ids) / t.ttft_s for t in pre_theirs)
+    chat_o, chat_t = median(t.ttft_s for t in chat.reencoded), median(t.ttft_s for t in chat.theirs)
+    chat_p = median(t.ttft_s for t in chat.prefix_only)
+    peak_o = weights + max(t.peak_bytes for t in dec_ours + pre_ours)
+    peak_t = theirs_weights + max(t.peak_bytes for t in dec_theirs + pre_theirs)
+    ceiling = bandwidth / weights
+    rows = [
+        ("Decode tokens/s", f"{dec_o:.2f}", f"{dec_t:.2f}", f"{dec_o / dec_t:.3f}", ">= 0.98"),
+        (
+            f"Prefill tokens/s ({len(long_ids):,}-token prompt)",
+            f"{pre_o:.1f}", f"{pre_t:.1f}", f"{pre_o / pre_t:.3f}", ">= 0.98",
+        ),
+        (
+            f"Turn-{args.turns} time to first token, {chat.prompt_tokens:,}-token chat (ours: prompt "
+            f"cache, {chat.reencoded_cached:,} tokens reused; mlx-lm: prefills everything)",
+            f"{chat_o:.2f} s", f"{chat_t:.2f} s", f"{chat_t / chat_o:.2f}x faster", ">= 5x",
+        ),
+        (
+            f"  the same with common-prefix reuse only (no reply re-encoding: "
+            f"{chat.prefix_cached:,} tokens reused)",
+            f"{chat_p:.2f} s", f"{chat_t:.2f} s", f"{chat_t / chat_p:.2f}x faster", "",
+        ),
+        (
+            "Peak memory (weights + highest allocation while running)",
+            f"{peak_o / 1e6:.0f} MB", f"{peak_t / 1e6:.0f} MB", f"{peak_o / peak_t:.3f}", "<= 1.05",
+        ),
+        (
+            f"Decode vs the bandwidth ceiling ({ceiling:.1f} tokens/s)",
+            f"{dec_o / ceiling:.1%}", f"{dec_t / ceiling:.1%}", "", "",
+        ),
+    ]
+    table = render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command)
+    print(table)
+    if args.output:
+        args.output.write_text(table + "\n", encoding="utf-8")
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command) -> str:
+    lines = [
+        f"Qwen Desk engine vs mlx-lm {getattr(mlx_lm, '__version__', '?')} "
+        f"(MLX {mx.__version__}, {mx.default_device()}, {platform.machine()}): random-weight 4-bit "
+        f"model with Qwen3-0.6B's shapes, {args.layers} of its 28 layers, {args.dtype} scales, "
+        f"{weights / 1e6:.0f} MB of weights; greedy; medians of alternating runs after a warm-up "
+        f"({args.decode_runs} decode, {args.runs} prefill and chat runs per side).",
+        "",
+        "| Measure | Qwen Desk | mlx-lm | Ours / mlx-lm | Target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in rows),
+        "",
+        f"- Decode: {len(question_ids)}-token prompt, {dec_ours[0].tokens} (ours) / "
+        f"{dec_theirs[0].tokens} (mlx-lm) generated tokens per run.",
+        f"- Chat: {args.turns} turns of a {args.user_tokens}-token message and a reply of up to "
+        f"{args.reply_tokens} tokens (sampled; {', '.join(map(str, chat.reply_tokens))} tokens as "
+        f"text in the history). Qwen3's template drops the (here empty) think block "
+        f"from earlier replies, so plain prefix reuse must prefill the last reply again; our "
+        f"engine re-encodes each reply that way right after its Finished event, while the user "
+        f"reads ({chat.reencode_s:.2f} s for the last one), so the next turn prefills only the "
+        f"new message.",
+        f"- Ceiling: {bandwidth / 1e9:.1f} GB/s (256 MiB array read + write) over "
+        f"{weights / 1e6:.0f} MB of weights read per token.",
+        f"- Command: `{command}`",
+    ]
+    return "\n".join(lines)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Qwen Desk's engine vs plain mlx-lm, side by side.")
+    add_arguments(parser)
+    return run_benchmark(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""``qwen-desk generate``: answer one prompt from the command line, streaming as it goes.
+
+The answer goes to stdout and the model's thinking to stderr (dimmed on a terminal, framed by
+``[thinking]`` lines otherwise), so ``qwen-desk generate ... > answer.txt`` keeps just the
+answer. ``--json`` prints a single JSON line with the text and the timing figures instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from typing import TextIO
+
+from ..events import (
+    AnswerDelta,
+    ChatMessage,
+    ChatRequest,
+    Failed,
+    Finished,
+    ThinkingDelta,
+)
+from ..sampling import preset_for
+from ..thinking import resolve_thinking
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate",
+        help="answer a prompt with a local Qwen3 model",
+        description="Answer one prompt with a local Qwen3 model, streaming the text.",
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hugging Face repo id")
+    parser.add_argument("--prompt", required=True, help="the user message ('-' reads stdin)")
+    parser.add_argument("--system", help="an optional system message")
+    parser.add_argument("--max-tokens", type=int, default=1024, help="answer length limit (default 1024)")
+    parser.add_argument(
+        "--temp", type=float, help="sampling temperature (default: Qwen3's preset; 0 = greedy)"
+    )
+    parser.add_argument("--top-p", type=float, help="nucleus sampling threshold (default: preset)")
+    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens (default: preset)")
+    parser.add_argument("--seed", type=int, help="random seed for reproducible sampling")
+    parser.add_argument(
+        "--no-think", action="store_true", help="answer without thinking first (hybrid Qwen3)"
+    )
+    parser.add_argument("--kv-bits", type=int, choices=(4, 8), help="quantize the KV cache")
+    parser.add_argument("--yarn", type=float, metavar="FACTOR", help="extend the context with YaRN")
+    parser.add_argument(
+        "--stop", action="append", default=[], help="stop when this text appears (repeatable)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON line with text and stats")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def build_request(args: argparse.Namespace, prompt: str, thinking_mode: str) -> ChatRequest:
+    messages = []
+    if args.system:
+        messages.append(ChatMessage("system", args.system))
+    messages.append(ChatMessage("user", prompt))
+    enable_thinking = False if args.no_think else None
+    sampling = None
+    overrides = {
+        name: value
+        for name, value in (("temperature", args.temp), ("top_p", args.top_p), ("top_k", args.top_k))
+        if value is not None
+    }
+    if overrides:
+        # Options not given keep the preset of the mode this prompt will run in.
+        thinking = resolve_thinking(prompt, enable_thinking, thinking_mode)
+        sampling = replace(preset_for(thinking), **overrides)
+    return ChatRequest(
+        messages=tuple(messages),
+        enable_thinking=enable_thinking,
+        sampling=sampling,
+        max_tokens=args.max_tokens,
+        stop=tuple(args.stop),
+        seed=args.seed,
+        kv_bits=args.kv_bits,
+        yarn_factor=args.yarn,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import Engine  # MLX is imported only when a command needs it
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    engine = Engine.load(args.model)
+    request = build_request(args, prompt, engine.tokenizer.thinking_mode)
+    events = engine.stream(request)  # raises RequestError for a bad request: cli.py prints it
+    if args.json:
+        return _print_json(events)
+    return _print_stream(events, sys.stdout, sys.stderr)
+
+
+def _print_stream(events, out: TextIO, err: TextIO) -> int:
+    dim = err.isatty()
+    in_thought = False
+    wrote_answer = False
+    for event in events:
+        if isinstance(event, ThinkingDelta):
+            if not in_thought:
+                err.write(DIM if dim else "[thinking]\n")
+                in_thought = True
+            err.write(event.text)
+            err.flush()
+        elif isinstance(event, AnswerDelta):
+            if in_thought:
+                err.write(RESET if dim else "\n[/thinking]\n")
+                err.flush()
+                in_thought = False
+            out.write(event.text)
+            out.flush()
+            wrote_answer = True
+        elif isinstance(event, Failed):
+            err.write(f"\nqwen-desk: {event.message}\n")
+        elif isinstance(event, Finished):
+            if in_thought:
+                err.write(RESET if dim else "\n[/thinking]\n")
+            if wrote_answer:
+                out.write("\n")
+            out.flush()
+            s = event.stats
+            err.write(
+                f"Prompt: {s.prompt_tokens} tokens ({s.cached_tokens} cached), "
+                f"{s.prompt_tps:.1f} tokens/s, first token after {s.ttft_s:.2f} s\n"
+                f"Generation: {s.generation_tokens} tokens, {s.generation_tps:.1f} tokens/s "
+                f"({event.reason}); peak memory {s.peak_memory_gb:.2f} GB\n"
+            )
+            return 1 if event.reason == "error" else 0
+    return 1
+
+
+def _print_json(events) -> int:
+    answer: list[str] = []
+    thinking: list[str] = []
+    error = None
+    for event in events:
+        if isinstance(event, ThinkingDelta):
+            thinking.append(event.text)
+        elif isinstance(event, AnswerDelta):
+            answer.append(event.text)
+        elif isinstance(event, Failed):
+            error = event.message
+        elif isinstance(event, Finished):
+            s = event.stats
+            record = {
+                "text": "".join(answer),
+                "thinking": "".join(thinking),
+                "finish_reason": event.reason,
+                "prompt_tokens": s.prompt_tokens,
+                "cached_tokens": s.cached_tokens,
+                "generation_tokens": s.generation_tokens,
+                "ttft_s": round(s.ttft_s, 4),
+                "prompt_tps": round(s.prompt_tps, 2),
+                "generation_tps": round(s.generation_tps, 2),
+                "peak_memory_gb": round(s.peak_memory_gb, 4),
+            }
+            if error:
+                record["error"] = error
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+            if error:
+                print(f"qwen-desk: {error}", file=sys.stderr)
+            return 1 if event.reason == "error" else 0
+    return 1

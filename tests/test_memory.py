@@ -1,0 +1,244 @@
+"""Memory planner arithmetic against hand-computed figures for real Qwen3 configs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+
+from mlx_backend import memory
+from mlx_backend.loading import load_model
+from mlx_backend.memory import (
+    count_parameters,
+    estimate_kv_cache_bytes,
+    estimate_weights_bytes,
+    memory_budget,
+    model_nbytes,
+    peak_memory_bytes,
+    plan_memory,
+    reset_peak_memory,
+    wired_limit,
+)
+from tests.support.checkpoints import write_random_checkpoint
+
+# The published config.json of Qwen/Qwen3-8B (fields that shape the weights).
+QWEN3_8B = {
+    "model_type": "qwen3",
+    "hidden_size": 4096,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "intermediate_size": 12288,
+    "vocab_size": 151936,
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "max_position_embeddings": 40960,
+    "torch_dtype": "bfloat16",
+}
+# The published config.json of Qwen/Qwen3-30B-A3B.
+QWEN3_30B_A3B = {
+    "model_type": "qwen3_moe",
+    "hidden_size": 2048,
+    "num_hidden_layers": 48,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "head_dim": 128,
+    "intermediate_size": 6144,
+    "moe_intermediate_size": 768,
+    "num_experts": 128,
+    "num_experts_per_tok": 8,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "vocab_size": 151936,
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "max_position_embeddings": 40960,
+    "torch_dtype": "bfloat16",
+}
+
+
+def four_bit(config, **overrides):
+    return {**config, "quantization": {"group_size": 64, "bits": 4, **overrides}}
+
+
+# Qwen3-8B by hand:
+#   embeddings and untied lm_head: 2 x 151936 x 4096                      = 1,244,659,712
+#   per layer: q 4096x4096 + k,v 1024x4096 each + o 4096x4096              =    41,943,040
+#              mlp 3 x 4096 x 12288                                        =   150,994,944
+#              norms 2 x 4096 + q_norm, k_norm 2 x 128                     =         8,448
+#   36 layers = 36 x 192,946,432                                           = 6,946,071,552
+#   final norm                                                             =         4,096
+QWEN3_8B_PARAMS = 8_190_735_360
+QWEN3_8B_SMALL = 36 * 8_448 + 4_096  # norms stay bf16 when quantized: 308,224
+
+
+def test_qwen3_8b_parameters_and_bf16_weights():
+    assert count_parameters(QWEN3_8B) == QWEN3_8B_PARAMS
+    assert estimate_weights_bytes(QWEN3_8B) == 2 * QWEN3_8B_PARAMS  # 16.4 GB
+
+
+def test_qwen3_8b_4bit_weights():
+    matrices = QWEN3_8B_PARAMS - QWEN3_8B_SMALL  # 8,190,427,136 quantized values
+    # 4 bits each, plus a bf16 scale and bias (4 bytes) per group of 64 values.
+    expected = matrices // 2 + matrices // 64 * 4 + QWEN3_8B_SMALL * 2
+    assert expected == 4_607_731_712  # ~4.6 GB, the size of mlx-community/Qwen3-8B-4bit
+    assert estimate_weights_bytes(four_bit(QWEN3_8B)) == expected
+
+
+def test_qwen3_8b_kv_cache_for_32k_tokens():
+    # 36 layers x 8 KV heads x 128 dims x (K and V) = 73,728 values per token.
+    assert estimate_kv_cache_bytes(QWEN3_8B, 32_768) == 73_728 * 2 * 32_768  # 4.83 GB in bf16
+    # 8-bit: one byte per value plus a bf16 scale and bias per group of 64: 1.0625 bytes.
+    assert estimate_kv_cache_bytes(QWEN3_8B, 32_768, kv_bits=8) == 78_336 * 32_768
+    # 4-bit: half a byte plus the same group overhead: 0.5625 bytes.
+    assert estimate_kv_cache_bytes(QWEN3_8B, 32_768, kv_bits=4) == 41_472 * 32_768
+    # Allocation grows in steps of 256 positions, as mlx-lm's KVCache does.
+    assert estimate_kv_cache_bytes(QWEN3_8B, 1) == 73_728 * 2 * 256
+
+
+# Qwen3-30B-A3B by hand (every expert is resident, not just the 8 active ones):
+#   embeddings and lm_head: 2 x 151936 x 2048                               =    622,329,856
+#   per layer: attention q 4096x2048 + k,v 512x2048 each + o 2048x4096     =     18,874,368
+#              router 128 x 2048                                            =        262,144
+#              experts 128 x 3 x 2048 x 768                                 =    603,979,776
+#              norms 2 x 2048 + 2 x 128                                     =          4,352
+#   48 layers = 48 x 623,120,640                                            = 29,909,790,720
+#   final norm                                                              =          2,048
+QWEN3_30B_PARAMS = 30_532_122_624
+QWEN3_30B_SMALL = 48 * 4_352 + 2_048  # 210,944
+QWEN3_30B_ROUTERS = 48 * 262_144  # 12,582,912
+
+
+def test_qwen3_30b_a3b_parameters_and_bf16_weights():
+    assert count_parameters(QWEN3_30B_A3B) == QWEN3_30B_PARAMS
+    assert estimate_weights_bytes(QWEN3_30B_A3B) == 2 * QWEN3_30B_PARAMS  # 61 GB
+
+
+def test_qwen3_30b_a3b_4bit_weights_with_8bit_routers():
+    # mlx-lm keeps MoE routers at 8 bits and records that per layer in config.json.
+    routers = {f"model.layers.{i}.mlp.gate": {"group_size": 64, "bits": 8} for i in range(48)}
+    config = four_bit(QWEN3_30B_A3B, **routers)
+    others = QWEN3_30B_PARAMS - QWEN3_30B_SMALL - QWEN3_30B_ROUTERS  # 30,519,328,768
+    expected = (
+        others // 2 + others // 64 * 4
+        + QWEN3_30B_ROUTERS + QWEN3_30B_ROUTERS // 64 * 4
+        + QWEN3_30B_SMALL * 2
+    )
+    assert expected == 17_180_913_664  # ~17.2 GB, the size of mlx-community/Qwen3-30B-A3B-4bit
+    assert estimate_weights_bytes(config) == expected
+    # Without the router exception everything is 4-bit: 6.3 MB less.
+    assert estimate_weights_bytes(four_bit(QWEN3_30B_A3B)) == expected - QWEN3_30B_ROUTERS // 2
+
+
+def test_qwen3_30b_a3b_kv_cache():
+    # 48 layers x 4 KV heads x 128 dims x 2 = 49,152 values per token, 2 bytes each.
+    assert estimate_kv_cache_bytes(QWEN3_30B_A3B, 40_960) == 49_152 * 2 * 40_960
+
+
+def test_plan_fits_with_numbers_in_the_message():
+    config = four_bit(QWEN3_8B)
+    plan = plan_memory(config, 8_192, budget_bytes=48 * 10**9)
+    assert plan.verdict == "fits" and plan.fits
+    assert plan.weights_bytes == 4_607_731_712
+    assert plan.kv_cache_bytes == 73_728 * 2 * 8_192
+    assert plan.total_bytes == plan.weights_bytes + plan.kv_cache_bytes + plan.overhead_bytes
+    assert "4.6 GB" in plan.message and "8,192 tokens" in plan.message and "48.0 GB" in plan.message
+    assert plan.suggestions == ()
+
+
+def test_plan_tight_suggests_an_8bit_kv_cache():
+    config = four_bit(QWEN3_8B)
+    # 4.61 weights + 4.83 KV + 0.54 overhead = 9.97 GB against 11 GB: above 80 %, below 100 %.
+    plan = plan_memory(config, 32_768, budget_bytes=11 * 10**9)
+    assert plan.verdict == "tight"
+    assert "8-bit KV cache needs 2.6 GB instead of 4.8 GB" in plan.message
+
+
+def test_plan_wont_fit_and_says_what_would():
+    plan = plan_memory(four_bit(QWEN3_8B), 32_768, budget_bytes=8 * 10**9)
+    assert plan.verdict == "wont_fit" and not plan.fits
+    assert "won't fit" in plan.message
+    assert "8-bit KV cache" in plan.message
+    assert any("context of up to" in tip for tip in plan.suggestions)
+
+
+def test_plan_for_weights_beyond_the_budget_suggests_a_smaller_model():
+    bf16 = plan_memory(QWEN3_30B_A3B, 4_096, budget_bytes=24 * 10**9)
+    assert bf16.verdict == "wont_fit"
+    assert "4-bit version or a smaller model" in bf16.message
+    quantized = plan_memory(four_bit(QWEN3_30B_A3B), 4_096, budget_bytes=16 * 10**9)
+    assert quantized.verdict == "wont_fit"
+    assert "choose a smaller model" in quantized.message
+
+
+def test_plan_reads_a_model_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_8B))
+    plan = plan_memory(tmp_path, 1_024, kv_bits=8, budget_bytes=64 * 10**9)
+    assert plan.weights_bytes == 2 * QWEN3_8B_PARAMS
+    assert plan.kv_bits == 8 and "at 8-bit" in plan.message
+
+
+def test_plan_rejects_nonsense_arguments():
+    with pytest.raises(ValueError):
+        plan_memory(QWEN3_8B, 0)
+    with pytest.raises(ValueError):
+        plan_memory(QWEN3_8B, 1024, kv_bits=3)
+
+
+def test_estimate_matches_what_mlx_actually_allocates_for_a_loaded_model(tmp_path):
+    folder = write_random_checkpoint(tmp_path / "dense", tie_word_embeddings=False)
+    config = json.loads((folder / "config.json").read_text())
+    model = load_model(folder)
+    assert model_nbytes(model) == estimate_weights_bytes(config)
+    nn.quantize(model, group_size=64, bits=4)
+    assert model_nbytes(model) == estimate_weights_bytes(four_bit(config))
+
+
+def test_moe_estimate_matches_mlx_with_every_expert(tmp_path):
+    folder = write_random_checkpoint(tmp_path / "moe", moe=True)
+    config = json.loads((folder / "config.json").read_text())
+    model = load_model(folder)
+    assert model_nbytes(model) == estimate_weights_bytes(config)
+    nn.quantize(model, group_size=32, bits=8)
+    assert model_nbytes(model) == estimate_weights_bytes(
+        {**config, "quantization": {"group_size": 32, "bits": 8}}
+    )
+
+
+def test_budget_off_apple_silicon_is_a_share_of_physical_memory(monkeypatch):
+    monkeypatch.setattr(memory, "_device_info", lambda: {"architecture": "x86_64"})
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    budget = memory_budget()
+    assert budget.bytes == int(physical * 0.75)
+    assert "physical memory" in budget.source
+
+
+def test_budget_on_apple_silicon_is_metal_recommended_working_set(monkeypatch):
+    monkeypatch.setattr(
+        memory, "_device_info", lambda: {"max_recommended_working_set_size": 22_906_503_168}
+    )
+    assert memory_budget().bytes == 22_906_503_168
+
+
+def test_wired_limit_sets_and_restores_only_where_metal_recommends(monkeypatch):
+    calls = []
+    monkeypatch.setattr(mx, "set_wired_limit", lambda n: calls.append(n) or 7)
+    monkeypatch.setattr(memory, "_device_info", lambda: {})
+    with wired_limit():
+        pass
+    assert calls == []  # CPU backend: nothing to wire
+    monkeypatch.setattr(memory, "_device_info", lambda: {"max_recommended_working_set_size": 1234})
+    with wired_limit():
+        assert calls == [1234]
+    assert calls == [1234, 7]  # the previous limit is restored
+
+
+def test_peak_memory_reading_follows_allocations():
+    reset_peak_memory()
+    big = mx.zeros((4 * 2**20,), dtype=mx.float32)  # 16 MiB
+    mx.eval(big)
+    assert peak_memory_bytes() >= big.nbytes
