@@ -1,0 +1,147 @@
+"""Start the desktop app: QApplication, theme, store, worker thread, main window."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+from PySide6.QtCore import QCoreApplication, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+from app import tray
+from app.main_window import MainWindow
+from app.paths import APP_NAME, ORGANIZATION_DOMAIN, ORGANIZATION_NAME, data_dir
+from app.preferences import MENU_BAR_ONLY
+from app.settings import Settings
+from app.store import DATABASE_NAME, ConversationStore, StoreError
+from app.theme import ThemeManager
+from app.worker import WorkerClient
+
+log = logging.getLogger(__name__)
+
+
+def configure_application_identity() -> None:
+    """Names QSettings and QStandardPaths use (macOS: ~/Library/Application Support/Qwen Desk)."""
+    QCoreApplication.setApplicationName(APP_NAME)
+    QCoreApplication.setOrganizationName(ORGANIZATION_NAME)
+    QCoreApplication.setOrganizationDomain(ORGANIZATION_DOMAIN)
+    QGuiApplication.setApplicationDisplayName(APP_NAME)
+
+
+def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> None:
+    """Document drops and Finder/Dock "open with" go to the document feature."""
+    try:
+        from app.document_controller import DocumentController
+
+        documents = DocumentController(window, worker)
+    except Exception:  # noqa: BLE001 - chat must still work if the document feature can't start
+        log.exception("the document feature could not start")
+        file_opens.start_delivering()
+        return
+    window.documents = documents  # type: ignore[attr-defined]
+    file_opens.files_opened.connect(documents.open_files)
+    file_opens.start_delivering()
+
+
+def _attach_quick_ask(app: QApplication, window: MainWindow, worker: WorkerClient, settings: Settings):
+    """The menu-bar Quick Ask popup, sharing the worker (its jobs queue with the window's)."""
+    try:
+        from app.quick_ask import QuickAskController, QuickAskOptions
+        from app.settings import sampling_preset
+
+        def options() -> QuickAskOptions:
+            return QuickAskOptions(
+                system_prompt=settings.system_prompt,
+                sampling=sampling_preset(settings.sampling_preset).params,
+            )
+
+        quick_ask = QuickAskController(worker, options_provider=options, parent=window)
+    except Exception:  # noqa: BLE001 - an optional convenience; the main window stays usable
+        log.exception("Quick Ask could not start")
+        return None
+    quick_ask.open_in_main_window.connect(window.start_chat_from_quick_ask)
+    quick_ask.show_main_window.connect(window.bring_to_front)
+    quick_ask.quit_requested.connect(app.quit)
+    if tray.GlobalShortcut.supported():  # macOS only
+        error = quick_ask.set_global_shortcut(settings.quick_ask_shortcut)
+        if error:
+            log.warning("Quick Ask shortcut: %s", error)
+        window.shortcuts_supported = True
+        window.shortcut_applier = quick_ask.set_global_shortcut
+    window.menu_bar_available = quick_ask.has_menu_bar_icon()
+    return quick_ask
+
+
+def apply_menu_bar_only(app: QApplication, settings: Settings, quick_ask, *, at_start: bool = False) -> bool:
+    """"Menu bar only": no Dock icon, and closing the window leaves the app in the menu bar.
+
+    Only where a menu-bar icon exists (else the user could not reach the app again). Returns
+    whether the app now lives in the menu bar only."""
+    on = bool(settings.menu_bar_only and quick_ask is not None and quick_ask.has_menu_bar_icon())
+    app.setQuitOnLastWindowClosed(not on)
+    if on or not at_start:  # at launch a Regular app already has its Dock icon
+        tray.set_dock_icon_visible(not on)
+    return on
+
+
+def run_gui(argv: Optional[list[str]] = None) -> int:
+    from PySide6.QtCore import Qt
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_application_identity()
+    if QApplication.instance() is None:
+        QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
+    from app.file_open import FileOpenCollector
+
+    # As early as possible: macOS sends "open this file" events during launch.
+    file_opens = FileOpenCollector(app)
+    icon = tray.app_icon()
+    if not icon.isNull():
+        app.setWindowIcon(icon)
+    settings = Settings()
+    theme = ThemeManager(app, settings.theme)  # type: ignore[arg-type]
+    app.theme_manager = theme  # type: ignore[attr-defined]
+
+    try:
+        store = ConversationStore(data_dir() / DATABASE_NAME)
+    except StoreError as error:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "Qwen Desk can\u2019t start", str(error))
+        return 1
+
+    worker = WorkerClient()
+    window = MainWindow(store, worker, settings)
+    theme.changed.connect(window.apply_theme)
+    _attach_documents(window, worker, file_opens)
+    quick_ask = _attach_quick_ask(app, window, worker, settings)
+    apply_menu_bar_only(app, settings, quick_ask, at_start=True)
+
+    def on_preference_changed(name: str) -> None:
+        if name == MENU_BAR_ONLY:
+            apply_menu_bar_only(app, settings, quick_ask)
+
+    window.preferencesChanged.connect(on_preference_changed)
+    window.show()
+
+    if settings.model:
+        worker.load_model(settings.model)  # in the background: the window is usable at once
+    else:
+        QTimer.singleShot(0, lambda: window.open_model_manager(first_run=True))
+    last = settings.last_conversation
+    if last and store.conversation(last) is not None:
+        window.chat.open_conversation(last)
+
+    def shut_down() -> None:
+        window.chat.flush()
+        if quick_ask is not None:
+            quick_ask.set_global_shortcut("")
+        if not worker.shutdown():
+            log.warning("the worker thread did not stop in time")
+        store.close()
+
+    app.aboutToQuit.connect(shut_down)
+    return app.exec()

@@ -1,0 +1,169 @@
+"""User preferences in QSettings: model, sampling, system prompt, thinking, theme, menu bar.
+
+The native store (macOS: a plist under ~/Library/Preferences) unless QWEN_DESK_DATA_DIR is set,
+in which case an INI file beside the data keeps tests and portable setups self-contained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from PySide6.QtCore import QByteArray, QSettings
+
+from app.paths import settings_file_override
+from mlx_backend.events import SamplingParams
+
+Theme = Literal["system", "light", "dark"]
+THEMES: tuple[str, ...] = ("system", "light", "dark")
+
+
+@dataclass(frozen=True)
+class SamplingPreset:
+    key: str
+    label: str
+    # None: Qwen3's recommended values for the thinking mode in effect (decided by the engine).
+    params: Optional[SamplingParams]
+    description: str
+
+
+SAMPLING_PRESETS: tuple[SamplingPreset, ...] = (
+    SamplingPreset("recommended", "Recommended", None, "Qwen3's published settings for the current mode."),
+    SamplingPreset(
+        "precise",
+        "Precise",
+        SamplingParams(temperature=0.3, top_p=0.8, top_k=20),
+        "Low temperature: focused, repeatable answers.",
+    ),
+    SamplingPreset(
+        "creative",
+        "Creative",
+        SamplingParams(temperature=1.0, top_p=0.95, top_k=50, presence_penalty=0.5),
+        "Higher temperature: more varied writing.",
+    ),
+)
+
+
+def sampling_preset(key: str) -> SamplingPreset:
+    for preset in SAMPLING_PRESETS:
+        if preset.key == key:
+            return preset
+    return SAMPLING_PRESETS[0]
+
+
+class Settings:
+    """Typed accessors over QSettings; every setter persists immediately."""
+
+    def __init__(self, qsettings: QSettings | None = None) -> None:
+        if qsettings is None:
+            override = settings_file_override()
+            qsettings = QSettings(str(override), QSettings.Format.IniFormat) if override else QSettings()
+        self._q = qsettings
+
+    def sync(self) -> None:
+        self._q.sync()
+
+    # The model last loaded: a local folder or a Hugging Face repo id.
+    @property
+    def model(self) -> str:
+        return str(self._q.value("model/current", "") or "")
+
+    @model.setter
+    def model(self, value: str) -> None:
+        self._q.setValue("model/current", value)
+
+    # Local folders the user added in the model manager.
+    @property
+    def local_models(self) -> list[str]:
+        value = self._q.value("model/local_folders", [])
+        if isinstance(value, str):  # QSettings returns a bare string for one-element lists (INI)
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    @local_models.setter
+    def local_models(self, folders: list[str]) -> None:
+        self._q.setValue("model/local_folders", list(dict.fromkeys(folders)))
+
+    @property
+    def sampling_preset(self) -> str:
+        return sampling_preset(str(self._q.value("chat/sampling_preset", "recommended"))).key
+
+    @sampling_preset.setter
+    def sampling_preset(self, key: str) -> None:
+        self._q.setValue("chat/sampling_preset", sampling_preset(key).key)
+
+    @property
+    def system_prompt(self) -> str:
+        return str(self._q.value("chat/system_prompt", "") or "")
+
+    @system_prompt.setter
+    def system_prompt(self, text: str) -> None:
+        self._q.setValue("chat/system_prompt", text)
+
+    # Hybrid Qwen3 models only: think before answering (the model's default is on).
+    @property
+    def thinking_enabled(self) -> bool:
+        return _as_bool(self._q.value("chat/thinking", True))
+
+    @thinking_enabled.setter
+    def thinking_enabled(self, on: bool) -> None:
+        self._q.setValue("chat/thinking", bool(on))
+
+    @property
+    def theme(self) -> Theme:
+        value = str(self._q.value("appearance/theme", "system"))
+        return value if value in THEMES else "system"  # type: ignore[return-value]
+
+    @theme.setter
+    def theme(self, value: Theme) -> None:
+        self._q.setValue("appearance/theme", value if value in THEMES else "system")
+
+    # System-wide shortcut for Quick Ask (macOS), e.g. "Alt+Space"; "" turns it off.
+    @property
+    def quick_ask_shortcut(self) -> str:
+        return str(self._q.value("quick_ask/shortcut", "Alt+Space") or "")
+
+    @quick_ask_shortcut.setter
+    def quick_ask_shortcut(self, shortcut: str) -> None:
+        self._q.setValue("quick_ask/shortcut", shortcut)
+
+    # macOS: live in the menu bar only (no Dock icon; closing the window keeps the app running).
+    @property
+    def menu_bar_only(self) -> bool:
+        return _as_bool(self._q.value("appearance/menu_bar_only", False))
+
+    @menu_bar_only.setter
+    def menu_bar_only(self, on: bool) -> None:
+        self._q.setValue("appearance/menu_bar_only", bool(on))
+
+    @property
+    def window_geometry(self) -> QByteArray:
+        value = self._q.value("window/geometry")
+        return value if isinstance(value, QByteArray) else QByteArray()
+
+    @window_geometry.setter
+    def window_geometry(self, value: QByteArray) -> None:
+        self._q.setValue("window/geometry", value)
+
+    @property
+    def splitter_state(self) -> QByteArray:
+        value = self._q.value("window/splitter")
+        return value if isinstance(value, QByteArray) else QByteArray()
+
+    @splitter_state.setter
+    def splitter_state(self, value: QByteArray) -> None:
+        self._q.setValue("window/splitter", value)
+
+    @property
+    def last_conversation(self) -> str:
+        return str(self._q.value("chat/last_conversation", "") or "")
+
+    @last_conversation.setter
+    def last_conversation(self, conversation_id: str) -> None:
+        self._q.setValue("chat/last_conversation", conversation_id)
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, str):  # INI files hand booleans back as "true"/"false"
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

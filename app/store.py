@@ -1,0 +1,347 @@
+"""Conversations on disk: one SQLite database in the app-data folder.
+
+Why SQLite: one file, atomic writes, and WAL mode lets the GUI save a streaming answer every
+second without blocking reads. Partial answers are written while they stream with status
+``interrupted``; only a normal finish flips them to ``complete``, so a crash or a kill mid-answer
+leaves exactly what the user saw, correctly labelled.
+
+Used from the GUI thread only (one connection); every write is small and commits at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Optional
+
+from mlx_backend.errors import QwenDeskError
+
+MessageRole = Literal["system", "user", "assistant"]
+MessageStatus = Literal["complete", "interrupted", "error"]
+STATUSES: tuple[str, ...] = ("complete", "interrupted", "error")
+DATABASE_NAME = "conversations.sqlite3"
+DEFAULT_TITLE = "New Chat"
+
+
+class StoreError(QwenDeskError):
+    """The conversation database cannot be opened or is from a newer version of the app."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file shown as a chip on a user message (documents dropped on the window)."""
+
+    name: str
+    path: str = ""
+    kind: str = "document"
+    # Free-form facts for the chip's tooltip (pages, characters, ...), JSON-serialisable.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "kind": self.kind, "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Attachment":
+        return cls(
+            name=str(data.get("name", "")),
+            path=str(data.get("path", "")),
+            kind=str(data.get("kind", "document")),
+            details=dict(data.get("details") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    title: str
+    created_at: float
+    updated_at: float
+    model: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: str
+    role: MessageRole
+    content: str
+    thinking: str = ""
+    status: MessageStatus = "complete"
+    # GenerationStats as a dict (tokens/s, TTFT, ...) for assistant messages.
+    stats: Optional[dict[str, Any]] = None
+    attachments: tuple[Attachment, ...] = ()
+    # A plain-language reason for status "error".
+    error: str = ""
+    created_at: float = 0.0
+
+
+def _migration_1(db: sqlite3.Connection) -> None:
+    # One statement at a time: executescript() would commit the migration's transaction early.
+    _execute_all(
+        db,
+        """
+        CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            model TEXT
+        );
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+            content TEXT NOT NULL DEFAULT '',
+            thinking TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'complete'
+                CHECK (status IN ('complete', 'interrupted', 'error')),
+            stats TEXT,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+        CREATE INDEX conversations_by_update ON conversations(updated_at DESC);
+        """,
+    )
+
+
+def _execute_all(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _migration_2(db: sqlite3.Connection) -> None:
+    # Document drops: chips on user messages; and a reason kept for failed answers.
+    db.execute("ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'")
+    db.execute("ALTER TABLE messages ADD COLUMN error TEXT NOT NULL DEFAULT ''")
+
+
+# Index i holds the step from version i to i + 1. Append only: never edit a shipped step.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class ConversationStore:
+    """Conversations and their messages, persisted as soon as they change."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we commit explicitly, one transaction per change.
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives an app crash (only a power cut can lose the last commit).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"The conversation database {self.path} cannot be opened: {error}.") from error
+
+    # ----------------------------------------------------------------- schema
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        if self._db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
+            self._db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"The conversation database {self.path} was written by a newer version of Qwen Desk "
+                f"(schema {version}, this app knows {SCHEMA_VERSION}). Update the app to open it."
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                MIGRATIONS[target - 1](self._db)
+                self._db.execute("UPDATE schema_version SET version = ?", (target,))
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ---------------------------------------------------------- conversations
+    def create_conversation(self, title: str = DEFAULT_TITLE, model: Optional[str] = None) -> Conversation:
+        now = self._clock()
+        conversation = Conversation(uuid.uuid4().hex, title, now, now, model)
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO conversations (id, title, created_at, updated_at, model) VALUES (?, ?, ?, ?, ?)",
+                (conversation.id, title, now, now, model),
+            )
+        return conversation
+
+    def conversation(self, conversation_id: str) -> Optional[Conversation]:
+        row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        return _conversation(row) if row else None
+
+    def conversations(self, search: str = "") -> list[Conversation]:
+        """Newest first; ``search`` matches titles and message text, case-insensitively."""
+        if not search.strip():
+            rows = self._db.execute("SELECT * FROM conversations ORDER BY updated_at DESC, rowid DESC")
+        else:
+            pattern = "%" + _escape_like(search.strip()) + "%"
+            rows = self._db.execute(
+                """
+                SELECT * FROM conversations c
+                WHERE c.title LIKE :p ESCAPE '\\'
+                   OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                              AND (m.content LIKE :p ESCAPE '\\'))
+                ORDER BY updated_at DESC, rowid DESC
+                """,
+                {"p": pattern},
+            )
+        return [_conversation(row) for row in rows]
+
+    def rename_conversation(self, conversation_id: str, title: str) -> None:
+        title = " ".join(title.split()) or DEFAULT_TITLE
+        with self._transaction():
+            self._db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+
+    def set_conversation_model(self, conversation_id: str, model: Optional[str]) -> None:
+        with self._transaction():
+            self._db.execute("UPDATE conversations SET model = ? WHERE id = ?", (model, conversation_id))
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+
+    # --------------------------------------------------------------- messages
+    def messages(self, conversation_id: str) -> list[StoredMessage]:
+        rows = self._db.execute(
+            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+        )
+        return [_message(row) for row in rows]
+
+    def message(self, message_id: int) -> Optional[StoredMessage]:
+        row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return _message(row) if row else None
+
+    def add_message(
+        self,
+        conversation_id: str,
+        role: MessageRole,
+        content: str,
+        *,
+        thinking: str = "",
+        status: MessageStatus = "complete",
+        stats: Optional[dict[str, Any]] = None,
+        attachments: Iterable[Attachment] = (),
+    ) -> StoredMessage:
+        _check_status(status)
+        now = self._clock()
+        attachments = tuple(attachments)
+        with self._transaction():
+            cursor = self._db.execute(
+                """INSERT INTO messages
+                   (conversation_id, role, content, thinking, status, stats, attachments, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    conversation_id,
+                    role,
+                    content,
+                    thinking,
+                    status,
+                    json.dumps(stats) if stats is not None else None,
+                    json.dumps([a.to_json() for a in attachments]),
+                    now,
+                ),
+            )
+            self._touch(conversation_id, now)
+        return StoredMessage(
+            int(cursor.lastrowid), conversation_id, role, content, thinking, status, stats, attachments, "", now
+        )
+
+    def update_message(
+        self,
+        message_id: int,
+        *,
+        content: Optional[str] = None,
+        thinking: Optional[str] = None,
+        status: Optional[MessageStatus] = None,
+        stats: Optional[dict[str, Any]] = None,
+        error: Optional[str] = None,
+    ) -> None:
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = content
+        if thinking is not None:
+            changes["thinking"] = thinking
+        if status is not None:
+            _check_status(status)
+            changes["status"] = status
+        if stats is not None:
+            changes["stats"] = json.dumps(stats)
+        if error is not None:
+            changes["error"] = error
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = :{column}" for column in changes)
+        with self._transaction():
+            self._db.execute(f"UPDATE messages SET {assignments} WHERE id = :id", {**changes, "id": message_id})
+            row = self._db.execute("SELECT conversation_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row:
+                self._touch(row[0], self._clock())
+
+    def delete_messages_from(self, conversation_id: str, message_id: int) -> None:
+        """Delete a message and everything after it (regenerate, edit-and-resend)."""
+        with self._transaction():
+            self._db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
+            )
+            self._touch(conversation_id, self._clock())
+
+    def _touch(self, conversation_id: str, now: float) -> None:
+        self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"Unknown message status {status!r}; expected one of {', '.join(STATUSES)}.")
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(row["id"], row["title"], row["created_at"], row["updated_at"], row["model"])
+
+
+def _message(row: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(
+        id=int(row["id"]),
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        thinking=row["thinking"],
+        status=row["status"],
+        stats=json.loads(row["stats"]) if row["stats"] else None,
+        attachments=tuple(Attachment.from_json(item) for item in json.loads(row["attachments"] or "[]")),
+        error=row["error"],
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,177 @@
+"""The Models window: planner badges, downloads (failure, cancel, success), folders, delete."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from app.model_manager import ModelManager
+from app.settings import Settings
+from mlx_backend.catalog import find
+from mlx_backend.download import DownloadCancelled, list_cached_models
+from tests.support.checkpoints import write_random_checkpoint
+
+GiB = 2**30
+BUDGET_16GB_MAC = int(16 * GiB * 0.67)
+SMALL = "mlx-community/Qwen3-0.6B-4bit"
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("QWEN_DESK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf-cache"
+
+
+def fake_snapshot(cache: Path, repo_id: str) -> Path:
+    """A complete model in the Hugging Face cache layout, as a finished download leaves it."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = write_random_checkpoint(repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def manager_for(qtbot, **kwargs) -> ModelManager:
+    manager = ModelManager(Settings(), budget_bytes=BUDGET_16GB_MAC, confirm=False, **kwargs)
+    qtbot.addWidget(manager)
+    manager.show()
+    return manager
+
+
+def test_badges_come_from_the_memory_planner(qtbot, hf_cache) -> None:
+    manager = manager_for(qtbot)
+    expected = {
+        "mlx-community/Qwen3-8B-4bit": ("Fits", "Badge_fits"),
+        "mlx-community/Qwen3-14B-4bit": ("Tight", "Badge_tight"),
+        "mlx-community/Qwen3-32B-8bit": ("Won\u2019t fit", "Badge_wont_fit"),
+    }
+    for repo, (word, name) in expected.items():
+        badge = manager.rows[repo].badge
+        assert (badge.text(), badge.objectName()) == (word, name)
+        assert badge.toolTip() == find(repo).plan(budget_bytes=BUDGET_16GB_MAC).message
+    assert len([key for key in manager.rows if key.startswith("mlx-community/")]) == 24
+    assert manager.recommended.repo_id == "mlx-community/Qwen3-8B-4bit"
+    assert manager.rows["mlx-community/Qwen3-8B-4bit"].tag.text() == "Recommended for this Mac"
+
+
+def test_an_offline_download_fails_clearly_and_lists_no_half_model(qtbot, hf_cache) -> None:
+    manager = manager_for(qtbot)  # the real resolver: huggingface_hub, offline
+    [download] = [b for b in manager.rows[SMALL].findChildren(type(manager.add_folder_button))]
+    assert download.text() == "Download"
+    download.click()
+    task = manager.downloads[SMALL]
+    qtbot.waitUntil(lambda: not task.running and SMALL not in manager.downloads, timeout=20000)
+    assert manager.error_label.isVisible()
+    assert "offline" in manager.error_label.text() and SMALL in manager.error_label.text()
+    row = manager.rows[SMALL]
+    assert row.error.isVisible() and "offline" in row.error.text()
+    assert [b.text() for b in row.findChildren(type(manager.add_folder_button)) if b.isVisible()] == ["Download"]
+    assert list_cached_models() == []
+    assert manager.installed() == []
+    assert not hf_cache.exists() or not any(hf_cache.glob("models--*"))
+
+
+def test_a_download_shows_progress_and_can_be_cancelled_leaving_nothing(qtbot, hf_cache) -> None:
+    partial = hf_cache / "models--mlx-community--Qwen3-0.6B-4bit" / "blobs"
+    started = threading.Event()
+
+    def resolver(repo_id, *, progress, cancel):
+        partial.mkdir(parents=True)
+        (partial / "abc.incomplete").write_bytes(b"x" * 100)
+        started.set()
+        done = 0
+        while not cancel.is_set():
+            done += 1_000_000
+            progress(done, 400_000_000)
+            time.sleep(0.02)
+        raise DownloadCancelled(f"The download of {repo_id} was cancelled.")
+
+    manager = manager_for(qtbot, resolver=resolver)
+    manager.download(SMALL)
+    row = manager.rows[SMALL]
+    qtbot.waitUntil(lambda: row.progress.maximum() == 1000 and row.progress.value() > 0, timeout=5000)
+    assert " of 0.40 GB" in row.progress_label.text()
+    [cancel] = [b for b in row.findChildren(type(manager.add_folder_button)) if b.text() == "Cancel"]
+    qtbot.mouseClick(cancel, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: SMALL not in manager.downloads, timeout=5000)
+    assert started.is_set()
+    assert not (hf_cache / "models--mlx-community--Qwen3-0.6B-4bit").exists()  # partial blobs removed
+    assert not manager.error_label.isVisible()
+    assert manager.rows[SMALL].progress.isHidden()
+
+
+def test_a_finished_download_moves_the_model_to_this_mac_and_can_be_used(qtbot, hf_cache) -> None:
+    def resolver(repo_id, *, progress, cancel):
+        progress(50, 100)
+        snapshot = fake_snapshot(hf_cache, repo_id)
+        progress(100, 100)
+        return snapshot
+
+    manager = manager_for(qtbot, resolver=resolver)
+    with qtbot.waitSignal(manager.modelsChanged, timeout=10000):
+        manager.download(SMALL)
+    [installed] = manager.installed()
+    assert installed.key == SMALL and installed.source == "cache"
+    row = manager.rows[SMALL]
+    assert row.findChildren(type(manager.add_folder_button))[0].text() == "Use"
+    with qtbot.waitSignal(manager.modelChosen, timeout=2000) as chosen:
+        row.findChildren(type(manager.add_folder_button))[0].click()
+    assert chosen.args == [SMALL]
+
+    [delete] = [b for b in manager.rows[SMALL].findChildren(type(manager.add_folder_button)) if b.text() == "Delete…"]
+    with qtbot.waitSignal(manager.modelsChanged, timeout=2000):
+        delete.click()
+    assert list_cached_models() == [] and manager.installed() == []
+    assert SMALL in manager.rows  # back in the download list
+
+
+def test_a_local_folder_can_be_added_and_removed_without_deleting_it(qtbot, hf_cache, tmp_path) -> None:
+    manager = manager_for(qtbot)
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    assert not manager.add_folder(str(empty))
+    assert manager.error_label.isVisible() and "not-a-model" in manager.error_label.text()
+
+    folder = write_random_checkpoint(tmp_path / "my-qwen")
+    assert manager.add_folder(str(folder))
+    assert not manager.error_label.isVisible()
+    [installed] = manager.installed()
+    assert (installed.key, installed.source) == (str(folder), "folder")
+    assert manager.rows[str(folder)].badge.objectName() == "Badge_fits"  # planned from its config.json
+    assert manager.delete(installed)
+    assert manager.installed() == [] and (folder / "config.json").exists()
+
+
+def test_first_run_opens_the_manager_pointing_at_the_default(qtbot, hf_cache) -> None:
+    from app.main_window import MainWindow
+    from app.store import ConversationStore
+    from app.worker import WorkerClient
+
+    client = WorkerClient(engine_loader=lambda path, progress: None)
+    try:
+        store = ConversationStore(hf_cache.parent / "data" / "c.sqlite3")
+        window = MainWindow(
+            store,
+            client,
+            Settings(),
+            model_manager_factory=lambda parent: ModelManager(
+                parent.settings, parent, budget_bytes=int(8 * GiB * 0.67), confirm=False
+            ),
+        )
+        qtbot.addWidget(window)
+        window.show()
+        manager = window.open_model_manager(first_run=True)
+        assert manager.isVisible()
+        assert manager.recommended.repo_id == "mlx-community/Qwen3-4B-Instruct-2507-4bit"
+        with qtbot.waitSignal(client.loadStarted, timeout=5000) as started:
+            manager.modelChosen.emit(SMALL)
+        assert started.args == [SMALL] and window.settings.model == SMALL
+    finally:
+        assert client.shutdown(5000)

@@ -1,0 +1,310 @@
+"""Quick Ask popup: streams through the shared worker, renders safely, copies, hands over."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtGui import QGuiApplication
+
+from app.quick_ask import QuickAskController, QuickAskOptions, QuickAskPopup
+from app.worker import NO_MODEL_MESSAGE, WorkerClient
+from mlx_backend.events import (
+    AnswerDelta,
+    ChatRequest,
+    Finished,
+    GenerationStats,
+    SamplingParams,
+    ThinkingDelta,
+)
+from tests.support.checkpoints import write_random_checkpoint
+
+GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
+STATS = GenerationStats(
+    prompt_tokens=5, cached_tokens=0, generation_tokens=3, ttft_s=0.01, prompt_tps=500.0,
+    generation_tps=100.0, peak_memory_gb=0.0,
+)
+
+
+class ScriptedEngine:
+    """Stands in for the Engine where a test needs exact text or control over timing."""
+
+    def __init__(self, chunks: list[object], *, hold_until_cancelled: bool = False) -> None:
+        self.chunks = chunks
+        self.hold_until_cancelled = hold_until_cancelled
+        self.requests: list[ChatRequest] = []
+        self.saw_cancel = threading.Event()
+
+    def stream(self, request: ChatRequest, cancel: threading.Event) -> Iterator[object]:
+        self.requests.append(request)
+        yield from self.chunks
+        if self.hold_until_cancelled:
+            if cancel.wait(10):
+                self.saw_cancel.set()
+                yield Finished("cancelled", STATS)
+                return
+        yield Finished("stop", STATS)
+
+
+def _client_with(engine: object) -> WorkerClient:
+    client = WorkerClient(engine_loader=lambda path, progress: engine, batch_interval_s=0.0)
+    return client
+
+
+@pytest.fixture
+def make_client(qtbot):
+    clients: list[WorkerClient] = []
+
+    def make(engine: object | None = None, *, load: bool = True) -> WorkerClient:
+        client = _client_with(engine) if engine is not None else WorkerClient(batch_interval_s=0.0)
+        clients.append(client)
+        if load and engine is not None:
+            with qtbot.waitSignal(client.modelLoaded, timeout=10_000):
+                client.load_model("scripted")
+        return client
+
+    yield make
+    for client in clients:
+        assert client.shutdown(10_000)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return write_random_checkpoint(tmp_path_factory.mktemp("quick-ask-model"))
+
+
+def _popup(qtbot, client, **options) -> QuickAskPopup:
+    popup = QuickAskPopup(client, options=QuickAskOptions(**options))
+    qtbot.addWidget(popup)
+    return popup
+
+
+def _answer_and_wait(qtbot, client, popup: QuickAskPopup, question: str, timeout=60_000) -> str:
+    with qtbot.waitSignal(client.jobFinished, timeout=timeout, check_params_cb=lambda job: job.startswith("quick-ask")):
+        job_id = popup.ask(question)
+    assert not popup.is_answering()
+    return job_id
+
+
+def test_popup_streams_the_answer_of_a_real_model_through_the_shared_worker(qtbot, make_client, tiny_checkpoint):
+    from mlx_backend.engine import Engine
+
+    client = make_client(load=False)
+    with qtbot.waitSignal(client.modelLoaded, timeout=60_000):
+        client.load_model(str(tiny_checkpoint))
+    popup = _popup(qtbot, client, sampling=GREEDY, max_tokens=12, seed=0)
+    popup.popup_at(QRect())
+    deltas: list[str] = []
+    client.jobEvent.connect(lambda job, event: isinstance(event, AnswerDelta) and deltas.append(event.text))
+
+    _answer_and_wait(qtbot, client, popup, "What is MLX?")
+
+    # What the popup shows is exactly what the model streamed, and the same text the engine
+    # gives for this request when run directly (greedy, so it is reproducible).
+    direct = Engine.load(str(tiny_checkpoint))
+    request = QuickAskOptions(sampling=GREEDY, max_tokens=12, seed=0).request_for("What is MLX?")
+    expected = "".join(e.text for e in direct.stream(request) if isinstance(e, AnswerDelta))
+    assert expected
+    assert popup.answer == "".join(deltas) == expected
+    assert popup.question == "What is MLX?"
+    assert popup.answer_view.toPlainText().strip()
+    assert popup.copy_button.isVisible() and popup.copy_button.isEnabled()
+    assert popup.open_button.isVisible() and popup.open_button.isEnabled()
+    assert not popup.stop_button.isVisible()
+    assert "token" in popup.status_label.text()  # the finish note replaced "Answering…"
+
+
+def test_quick_questions_skip_thinking_and_carry_the_options(qtbot, make_client):
+    engine = ScriptedEngine([AnswerDelta("Paris.")])
+    client = make_client(engine)
+    popup = _popup(qtbot, client, system_prompt="Be brief.", max_tokens=64)
+
+    _answer_and_wait(qtbot, client, popup, "Capital of France?")
+
+    (request,) = engine.requests
+    assert request.enable_thinking is False
+    assert request.max_tokens == 64
+    assert [(m.role, m.content) for m in request.messages] == [
+        ("system", "Be brief."), ("user", "Capital of France?"),
+    ]
+    assert popup.answer == "Paris."
+
+
+def test_answer_is_markdown_rendered_without_fetching_anything(qtbot, make_client):
+    markdown = "**Bold** and `code`\n\n![logo](https://example.com/logo.png)\n"
+    client = make_client(ScriptedEngine([AnswerDelta(markdown[:10]), AnswerDelta(markdown[10:])]))
+    popup = _popup(qtbot, client)
+
+    _answer_and_wait(qtbot, client, popup, "format something")
+
+    shown = popup.answer_view.toPlainText()
+    assert "Bold and code" in shown and "**" not in shown
+    assert "[image: logo]" in shown  # the image became a link; nothing was downloaded
+    assert popup.answer == markdown  # Copy and hand-over keep the Markdown source
+
+
+def test_thinking_shows_as_progress_not_as_answer_text(qtbot, make_client):
+    client = make_client(ScriptedEngine([ThinkingDelta("let me think"), AnswerDelta("42")]))
+    popup = _popup(qtbot, client)
+    statuses: list[str] = []
+    client.jobEvent.connect(lambda job, event: statuses.append(popup.status_label.text()))
+
+    _answer_and_wait(qtbot, client, popup, "meaning of life?")
+
+    assert "Thinking\u2026" in statuses
+    assert popup.answer == "42"
+    assert "let me think" not in popup.answer_view.toPlainText()
+
+
+def test_copy_puts_the_answer_on_the_clipboard(qtbot, make_client):
+    client = make_client(ScriptedEngine([AnswerDelta("Copy *me*")]))
+    popup = _popup(qtbot, client)
+    QGuiApplication.clipboard().setText("something else")
+
+    _answer_and_wait(qtbot, client, popup, "q")
+    qtbot.mouseClick(popup.copy_button, Qt.MouseButton.LeftButton)
+
+    assert QGuiApplication.clipboard().text() == "Copy *me*"
+    assert popup.status_label.text() == "Copied"
+
+
+def test_escape_closes_the_popup_and_stops_the_running_answer(qtbot, make_client):
+    engine = ScriptedEngine([AnswerDelta("partial")], hold_until_cancelled=True)
+    client = make_client(engine)
+    popup = _popup(qtbot, client)
+    popup.popup_at(QRect())
+    qtbot.waitUntil(popup.isVisible)
+    with qtbot.waitSignal(client.jobEvent, timeout=10_000):
+        popup.ask("a long question")
+    assert popup.stop_button.isVisible()
+
+    with qtbot.waitSignal(client.jobFinished, timeout=10_000):
+        qtbot.keyClick(popup.question_edit, Qt.Key.Key_Escape)
+
+    assert not popup.isVisible()
+    assert engine.saw_cancel.is_set()  # the shared worker is free for the main window again
+    assert popup.answer == "partial"  # what was written is kept for when it reopens
+    assert not popup.is_answering()
+
+
+def test_open_in_main_window_hands_over_question_and_answer(qtbot, make_client):
+    client = make_client(ScriptedEngine([AnswerDelta("An "), AnswerDelta("answer.")]))
+    popup = _popup(qtbot, client)
+    popup.popup_at(QRect())
+    _answer_and_wait(qtbot, client, popup, "Hand me over")
+
+    with qtbot.waitSignal(popup.open_in_main_window, timeout=2000) as handed:
+        qtbot.mouseClick(popup.open_button, Qt.MouseButton.LeftButton)
+
+    assert handed.args == ["Hand me over", "An answer."]
+    assert not popup.isVisible()
+
+
+def test_without_a_model_the_popup_says_so(qtbot, make_client):
+    client = make_client(load=False)
+    popup = _popup(qtbot, client)
+
+    _answer_and_wait(qtbot, client, popup, "anyone there?")
+
+    assert popup.status_label.text() == NO_MODEL_MESSAGE
+    assert popup.answer == ""
+    assert not popup.open_button.isEnabled() and not popup.copy_button.isEnabled()
+
+
+def test_a_new_question_replaces_the_previous_answer(qtbot, make_client):
+    client = make_client(ScriptedEngine([AnswerDelta("same answer")]))
+    popup = _popup(qtbot, client)
+    _answer_and_wait(qtbot, client, popup, "first")
+    second = _answer_and_wait(qtbot, client, popup, "second")
+
+    assert second.startswith("quick-ask-")
+    assert popup.question == "second"
+    assert popup.answer == "same answer"  # not "same answersame answer"
+
+
+def test_popup_stays_on_screen_under_its_anchor(qtbot, make_client):
+    client = make_client(load=False)
+    popup = _popup(qtbot, client)
+    area = QGuiApplication.primaryScreen().availableGeometry()
+
+    popup.popup_at(QRect(area.right() - 10, area.top(), 20, 20))  # icon at the far right
+    assert popup.geometry().right() <= area.right()
+    assert popup.geometry().top() >= area.top() + 20
+    popup.close()
+
+
+def test_controller_toggles_the_popup_and_forwards_the_hand_over(qtbot, make_client, monkeypatch):
+    import app.quick_ask as quick_ask
+
+    client = make_client(ScriptedEngine([AnswerDelta("ok")]))
+    controller = QuickAskController(client, options_provider=lambda: QuickAskOptions(max_tokens=5))
+    qtbot.addWidget(controller.popup)
+
+    controller.toggle()
+    assert controller.popup.isVisible()
+    controller.toggle()
+    assert not controller.popup.isVisible()
+    controller.toggle()  # right after closing: the click that closed it must not reopen it
+    assert not controller.popup.isVisible()
+    monkeypatch.setattr(quick_ask, "REOPEN_GUARD_S", 0.0)
+    controller.toggle()
+    assert controller.popup.isVisible()
+
+    _answer_and_wait(qtbot, client, controller.popup, "via the controller")
+    with qtbot.waitSignal(controller.open_in_main_window, timeout=2000) as handed:
+        controller.popup.hand_over()
+    assert handed.args == ["via the controller", "ok"]
+    controller.shutdown()
+
+
+# --- the platform layer (app/tray.py): what can be checked without a Mac ---------------------
+
+def test_shortcuts_map_to_carbon_key_codes_and_modifiers(qapp):
+    from app.tray import MacHotKey, parse_shortcut
+
+    option, cmd, shift, control = 1 << 11, 1 << 8, 1 << 9, 1 << 12
+    assert parse_shortcut("Alt+Space") == MacHotKey(49, option)
+    assert parse_shortcut("Ctrl+Shift+K") == MacHotKey(40, cmd | shift)  # Qt's Ctrl is Command
+    assert parse_shortcut("Meta+Alt+A") == MacHotKey(0, control | option)
+    assert parse_shortcut("F5") == MacHotKey(96, 0)
+
+
+@pytest.mark.parametrize(
+    "shortcut, problem",
+    [("Space", "needs Command, Option or Control"), ("Shift+A", "needs Command"),
+     ("Alt+Left", "cannot be used"), ("Alt+A, Alt+B", "single key combination"), ("", "single")],
+)
+def test_unusable_shortcuts_are_refused_with_a_reason(qapp, shortcut, problem):
+    from app.tray import parse_shortcut
+
+    with pytest.raises(ValueError, match=problem):
+        parse_shortcut(shortcut)
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="checks the non-macOS fallback")
+def test_platform_calls_decline_cleanly_off_macos(qtbot, make_client):
+    from app.tray import set_dock_icon_visible
+
+    assert set_dock_icon_visible(False) is False
+    controller = QuickAskController(make_client(load=False), use_menu_bar_icon=False)
+    qtbot.addWidget(controller.popup)
+    assert controller.set_global_shortcut("Alt+Space") == "Global shortcuts are available on macOS only."
+    assert "needs Command" in controller.set_global_shortcut("Space")
+    assert controller.set_global_shortcut("") == ""
+    assert not controller.has_menu_bar_icon()
+    controller.shutdown()
+
+
+def test_shipped_icons_load(qapp):
+    from app.tray import app_icon, menu_bar_icon
+
+    icon = app_icon()
+    assert not icon.isNull()
+    assert {size.width() for size in icon.availableSizes()} >= {16, 32, 256, 512}
+    tray = menu_bar_icon()
+    assert tray.isMask()  # a template image: macOS recolours it for light and dark menu bars
+    assert not tray.pixmap(22, 22).isNull()

@@ -1,0 +1,246 @@
+"""The inference worker thread: FIFO jobs, cancel, errors, batching, and a real model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.event_batching import BatchedAnswerDelta, BatchedThinkingDelta, EventBatcher
+from app.worker import NO_MODEL_MESSAGE, WorkerClient
+from mlx_backend.errors import RequestError
+from mlx_backend.events import (
+    AnswerDelta,
+    ChatMessage,
+    ChatRequest,
+    Finished,
+    PrefillProgress,
+    SamplingParams,
+    ThinkingDelta,
+)
+
+
+class FakeEngine:
+    info = None
+
+
+@pytest.fixture
+def client(qtbot):
+    worker = WorkerClient(engine_loader=lambda path, progress: FakeEngine())
+    with qtbot.waitSignal(worker.modelLoaded, timeout=5000):
+        worker.load_model("fake")
+    yield worker
+    assert worker.shutdown(5000)
+
+
+def _finish(qtbot, client: WorkerClient, job_id: str, submit) -> None:
+    with qtbot.waitSignal(client.jobFinished, timeout=10000, check_params_cb=lambda j: j == job_id):
+        submit()
+
+
+def test_jobs_run_first_in_first_out_off_the_gui_thread(qtbot, client: WorkerClient) -> None:
+    ran: list[tuple[str, int]] = []
+    release = threading.Event()
+
+    def job(name: str, wait: bool = False):
+        def run(engine, cancel):
+            assert isinstance(engine, FakeEngine)
+            if wait:
+                release.wait(5)
+            ran.append((name, threading.get_ident()))
+            return [AnswerDelta(name)]
+
+        return run
+
+    client.submit("a", job("a", wait=True))
+    client.submit("b", job("b"))
+    assert "b" in client.pending_job_ids and client.is_busy()
+    _finish(qtbot, client, "c", lambda: (client.submit("c", job("c")), release.set()))
+    assert [name for name, _ in ran] == ["a", "b", "c"]
+    assert {thread for _, thread in ran} != {threading.get_ident()}
+    qtbot.waitUntil(lambda: not client.is_busy(), timeout=5000)
+    assert client.pending_job_ids == []
+
+
+def test_signals_for_one_job_arrive_in_order(qtbot, client: WorkerClient) -> None:
+    log: list[str] = []
+    client.jobStarted.connect(lambda j: log.append(f"started {j}"))
+    client.jobEvent.connect(lambda j, e: log.append(f"event {j} {e.text}"))
+    client.jobFailed.connect(lambda j, m: log.append(f"failed {j} {m}"))
+    client.jobFinished.connect(lambda j: log.append(f"finished {j}"))
+
+    def failing(engine, cancel):
+        yield AnswerDelta("partial")
+        raise RequestError("The last message is empty.")
+
+    _finish(qtbot, client, "x", lambda: client.submit("x", failing))
+    assert log == [
+        "started x",
+        "event x partial",
+        "failed x The last message is empty.",
+        "finished x",
+    ]
+
+
+def test_cancel_stops_the_running_job_through_its_event(qtbot, client: WorkerClient) -> None:
+    saw_cancel = threading.Event()
+
+    def endless(engine, cancel):
+        while not cancel.is_set():
+            yield AnswerDelta(".")
+            time.sleep(0.005)
+        saw_cancel.set()
+        yield Finished("cancelled", None)  # type: ignore[arg-type]
+
+    with qtbot.waitSignal(client.jobStarted, timeout=5000):
+        client.submit("long", endless)
+    assert client.current_job_id == "long"
+    _finish(qtbot, client, "long", lambda: client.cancel("long"))
+    assert saw_cancel.is_set()
+
+
+def test_cancelling_a_queued_job_means_it_never_runs(qtbot, client: WorkerClient) -> None:
+    started: list[str] = []
+    client.jobStarted.connect(started.append)
+    ran_second = threading.Event()
+
+    def blocker(engine, cancel):
+        cancel.wait(5)
+        return []
+
+    def second(engine, cancel):
+        ran_second.set()
+        return []
+
+    with qtbot.waitSignal(client.jobStarted, timeout=5000):
+        client.submit("first", blocker)
+    client.submit("second", second)
+    _finish(qtbot, client, "second", lambda: client.cancel("second"))
+    _finish(qtbot, client, "first", lambda: client.cancel())
+    assert started == ["first"]
+    assert not ran_second.is_set()
+
+
+def test_unexpected_exceptions_are_reported_and_the_worker_keeps_going(qtbot, client: WorkerClient) -> None:
+    failures: list[str] = []
+    client.jobFailed.connect(lambda j, m: failures.append(m))
+
+    def broken(engine, cancel):
+        raise ZeroDivisionError("division by zero")
+
+    _finish(qtbot, client, "broken", lambda: client.submit("broken", broken))
+    events: list[object] = []
+    client.jobEvent.connect(lambda j, e: events.append(e))
+    _finish(qtbot, client, "ok", lambda: client.submit("ok", lambda e, c: [AnswerDelta("fine")]))
+    assert failures == ["Something went wrong: division by zero"]
+    assert events == [BatchedAnswerDelta("fine", 1)]
+
+
+def test_a_job_needing_a_model_fails_clearly_when_none_is_loaded(qtbot) -> None:
+    client = WorkerClient(engine_loader=lambda path, progress: FakeEngine())
+    failures: list[str] = []
+    client.jobFailed.connect(lambda j, m: failures.append(m))
+    try:
+        _finish(qtbot, client, "j", lambda: client.submit("j", lambda e, c: []))
+        ran = []
+        _finish(qtbot, client, "k", lambda: client.submit("k", lambda e, c: ran.append(e) or [], needs_model=False))
+        assert failures == [NO_MODEL_MESSAGE]
+        assert ran == [None]
+    finally:
+        assert client.shutdown(5000)
+
+
+def test_token_deltas_are_batched_without_losing_or_reordering_text(qtbot, client: WorkerClient) -> None:
+    events: list[object] = []
+    client.jobEvent.connect(lambda j, e: events.append(e))
+
+    def chatty(engine, cancel):
+        yield PrefillProgress(0, 10, None)
+        yield PrefillProgress(10, 10, 0.0)
+        for i in range(600):
+            yield ThinkingDelta(f"t{i} ")
+        for i in range(1500):
+            yield AnswerDelta(f"a{i} ")
+            if i % 100 == 0:
+                time.sleep(0.004)  # a few pauses, like a real decode loop
+
+    _finish(qtbot, client, "chatty", lambda: client.submit("chatty", chatty))
+    thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
+    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    assert thinking == "".join(f"t{i} " for i in range(600))
+    assert answer == "".join(f"a{i} " for i in range(1500))
+    first_answer = next(i for i, e in enumerate(events) if isinstance(e, AnswerDelta))
+    assert first_answer > max(i for i, e in enumerate(events) if isinstance(e, ThinkingDelta))
+    assert isinstance(events[0], PrefillProgress)
+    # 2,100 deltas crossed the thread boundary as a handful of signals, yet more than one,
+    # each saying how many it merged (the window's live tokens/s counts them).
+    assert 2 < len(events) < 100
+    assert sum(e.count for e in events if isinstance(e, ThinkingDelta)) == 600
+    assert sum(e.count for e in events if isinstance(e, AnswerDelta)) == 1500
+
+
+def test_batcher_releases_on_time_and_on_a_change_of_kind() -> None:
+    now = [0.0]
+    batcher = EventBatcher(interval_s=0.03, clock=lambda: now[0])
+    assert batcher.feed(AnswerDelta("a")) == [BatchedAnswerDelta("a", 1)]  # nothing sent yet: at once
+    assert batcher.feed(AnswerDelta("b")) == []
+    now[0] = 0.01
+    assert batcher.feed(AnswerDelta("c")) == []
+    now[0] = 0.031
+    assert batcher.feed(AnswerDelta("d")) == [BatchedAnswerDelta("bcd", 3)]
+    assert batcher.feed(AnswerDelta("e")) == []
+    assert batcher.feed(ThinkingDelta("f")) == [BatchedAnswerDelta("e", 1)]  # order kept across kinds
+    done = Finished("stop", None)  # type: ignore[arg-type]
+    assert batcher.feed(done) == [BatchedThinkingDelta("f", 1), done]
+    assert batcher.flush() == []
+
+
+def test_prefill_progress_is_never_held_back() -> None:
+    # The engine may compute for seconds after a progress event: a held one would sit stale.
+    now = [0.0]
+    batcher = EventBatcher(interval_s=0.03, clock=lambda: now[0])
+    first, second = PrefillProgress(0, 100, None), PrefillProgress(50, 100, 2.0)
+    assert batcher.feed(first) == [first]
+    assert batcher.feed(second) == [second]  # the same instant, still at once
+    assert batcher.feed(AnswerDelta("a")) == [BatchedAnswerDelta("a", 1)]
+    assert batcher.feed(AnswerDelta("b")) == []
+    third = PrefillProgress(100, 100, 0.0)
+    assert batcher.feed(third) == [BatchedAnswerDelta("b", 1), third]  # pending text goes first
+
+
+def test_a_real_checkpoint_loads_and_streams_on_the_worker_thread(qtbot, tiny_checkpoint: Path) -> None:
+    client = WorkerClient()  # the real Engine.load
+    events: list[object] = []
+    client.jobEvent.connect(lambda j, e: events.append(e))
+    try:
+        with qtbot.waitSignal(client.modelLoaded, timeout=30000) as loaded:
+            client.load_model(str(tiny_checkpoint))
+        info = loaded.args[0]
+        assert info.thinking_mode == "hybrid" and info.context_length > 0
+        assert client.model_name == str(tiny_checkpoint)
+        request = ChatRequest(
+            messages=(ChatMessage("user", "Hello"),),
+            enable_thinking=False,
+            sampling=SamplingParams(temperature=0.0, top_p=1.0, top_k=0),
+            max_tokens=40,
+        )
+        _finish(qtbot, client, "chat", lambda: client.submit("chat", lambda e, c: e.stream(request, c)))
+        answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+        finished = [e for e in events if isinstance(e, Finished)]
+        assert answer and len(finished) == 1
+        assert finished[0].stats.generation_tokens == 40
+    finally:
+        assert client.shutdown(10000)
+
+
+def test_a_missing_model_folder_reports_why(qtbot, tmp_path: Path) -> None:
+    client = WorkerClient()
+    try:
+        with qtbot.waitSignal(client.modelLoadFailed, timeout=30000) as failed:
+            client.load_model(str(tmp_path / "nowhere"))
+        assert "does not exist" in failed.args[0]
+        assert client.model_info is None and client.model_name == ""
+    finally:
+        assert client.shutdown(10000)
