@@ -1,0 +1,434 @@
+"""Screenshots of the real windows, for the README and for review.
+
+    make screenshots        # or: .venv/bin/python packaging/screenshots.py [--out screenshots]
+
+Runs under Xvfb (re-executing itself through ``xvfb-run`` when there is no display), with a
+throw-away data folder and settings. Everything on screen is the real app (WorkerClient,
+ChatController, DocumentController, widgets); only the engine is a scripted stand-in, paused
+at a fixed point, so every picture is the same on every run. Writes:
+
+- main-window-light.png, main-window-dark.png: mid-answer, with the thinking block open
+- model-manager.png: the Models window
+- settings.png: the Settings window (Cmd+,)
+- documents-plan.png: a PDF just dropped: its chip and the plan panel, before Summarize
+- documents-progress.png: that PDF being summarized part by part (progress panel, ETA)
+- quick-ask-light.png, quick-ask-dark.png: the menu-bar popup (packaging/quick_ask_screenshot.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+QUESTION = "What's the difference between a list and a tuple in Python? Show me when to use each."
+THINKING = (
+    "The user wants the practical difference between lists and tuples. Key points: mutability, "
+    "hashability (tuples can be dict keys), a small performance and memory edge for tuples, and "
+    "the convention that tuples hold fixed records while lists hold collections of like items. "
+    "A short code example for each would help, then a one-line rule of thumb."
+)
+ANSWER = """Both hold ordered sequences, but they make different promises:
+
+| | **list** | **tuple** |
+|---|---|---|
+| Mutable | yes | no |
+| Hashable (dict key) | no | yes, if its items are |
+| Typical use | a collection that grows | a fixed record |
+
+Use a **list** when the contents change:
+
+```python
+tasks = ["write report", "review PR"]
+tasks.append("ship release")
+```
+
+Use a **tuple** for a record whose shape is fixed, such as a point or an RGB colour:
+
+```python
+origin = (0, 0)
+cache = {origin: "home"}   # tuples can be dict keys
+```
+
+Rule of thumb: if you would never call `append` on it, make it a tuple"""
+# Where the scripted answer pauses for the picture (characters of ANSWER already shown).
+PAUSE_AT = len(ANSWER) - 120
+
+HISTORY = (
+    ("Summarise the Q3 planning notes", "Here are the key points from the Q3 planning notes: ..."),
+    ("Regex for ISO dates", "Use `^\\d{4}-\\d{2}-\\d{2}$` and validate the month and day separately."),
+    ("Plan a 3-day trip to Kyoto", "Day 1: Fushimi Inari early, then Gion in the evening. ..."),
+    ("Explain attention like I'm five", "Imagine reading a sentence and highlighting the words that matter..."),
+)
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    name: str = "Qwen3-8B-4bit"
+    model_type: str = "qwen3"
+    context_length: int = 40960
+    yarn_context_length: int = 131072
+    thinking_mode: str = "hybrid"
+    weights_bytes: int = 4_610_000_000
+    num_layers: int = 36
+    quantization_bits: int = 4
+
+
+class DemoEngine:
+    """Streams THINKING then ANSWER, then holds mid-answer until cancelled (or released)."""
+
+    info = DemoInfo()
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def stream(self, request, cancel: threading.Event) -> Iterator[object]:
+        from mlx_backend.events import AnswerDelta, Finished, GenerationStats, PrefillProgress, ThinkingDelta
+
+        yield PrefillProgress(0, 412, None)
+        time.sleep(0.3)  # a believable time to first token on the status bar
+        yield PrefillProgress(412, 412, 0.0)
+        for word in _words(THINKING):
+            time.sleep(0.03)  # long enough for a believable "Thought for ..." header
+            yield ThinkingDelta(word)
+        shown, paused = 0, False
+        for word in _words(ANSWER):
+            if cancel.is_set():
+                break
+            shown += len(word)
+            pausing = shown >= PAUSE_AT and not paused
+            # Before pausing, wait out the worker's batching interval so this word is delivered.
+            time.sleep(0.06 if pausing else 0.025)  # about an 8B model's pace on a laptop
+            yield AnswerDelta(word)
+            if pausing:
+                paused = True
+                while not (cancel.is_set() or self.release.is_set()):
+                    time.sleep(0.01)
+        stats = GenerationStats(412, 0, 268, 0.41, 1830.0, 38.6, 5.2)
+        yield Finished("cancelled" if cancel.is_set() else "stop", stats)
+
+
+# --- documents ---------------------------------------------------------------------------------
+
+DOCUMENT_NAME = "Annual-Report-2024.pdf"
+DOCUMENT_PAGES = 160
+# The summary job's engine call that holds mid-prefill for the picture (parts 1 and 2 are done).
+DOCUMENT_PAUSE_CALL = 3
+DOCUMENT_PAUSE_FRACTION = 0.45
+DOCUMENT_PART_SECONDS = 26.0  # how long each part "took", on the progress panel's clock
+PART_SUMMARY = "Revenue grew 12% on subscription sales; costs rose with the new data centre."
+
+# Qwen3-8B's config.json (4-bit MLX conversion): what the summary planner sizes memory from.
+QWEN3_8B_4BIT_CONFIG = {
+    "model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+    "max_position_embeddings": 40960, "rope_theta": 1000000, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "quantization": {"group_size": 64, "bits": 4},
+}
+# A 16 GB Mac, with the share of memory the model manager's screenshot assumes too.
+DEMO_BUDGET_BYTES = int(16 * 2**30 * 0.67)
+
+
+class WordTokenizer:
+    """A deterministic stand-in for the Qwen3 tokenizer: one token per word or punctuation mark
+    (English prose runs about that rate), with just the methods the summary planner calls."""
+
+    _PIECES = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._pieces: list[str] = []
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for piece in self._PIECES.findall(text):
+            if piece not in self._ids:
+                self._ids[piece] = len(self._pieces)
+                self._pieces.append(piece)
+            ids.append(self._ids[piece])
+        return ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self._pieces[i] for i in ids)
+
+    def apply_chat_template(self, messages, *, add_generation_prompt: bool = True, enable_thinking=None,
+                            tokenize: bool = True, **_: Any):
+        def part(message) -> str:
+            role, content = (message["role"], message["content"]) if isinstance(message, dict) else (
+                message.role, message.content)
+            return f"<|im_start|>{role}\n{content}<|im_end|>\n"
+
+        text = "".join(part(m) for m in messages) + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+        return self.encode(text) if tokenize else text
+
+
+class DocumentDemoEngine:
+    """Answers each summary request with a short part summary; the third request holds
+    mid-prefill until cancelled. Its clock is what the progress panel's ETA is timed by."""
+
+    info = DemoInfo()
+    model = SimpleNamespace(load_info=SimpleNamespace(config=QWEN3_8B_4BIT_CONFIG))
+
+    def __init__(self) -> None:
+        self.tokenizer = WordTokenizer()
+        self.calls = 0
+        self.now = 1000.0
+        self.holding = threading.Event()
+
+    def clock(self) -> float:
+        return self.now
+
+    def stream(self, request, cancel: threading.Event) -> Iterator[object]:
+        from mlx_backend.events import AnswerDelta, Finished, GenerationStats, PrefillProgress
+
+        self.calls += 1
+        total = len(self.tokenizer.apply_chat_template(list(request.messages)))
+        stats = GenerationStats(total, 0, 24, 9.8, 2400.0, 36.0, 7.9)
+        yield PrefillProgress(0, total, None)
+        if self.calls == DOCUMENT_PAUSE_CALL:
+            done = int(total * DOCUMENT_PAUSE_FRACTION)
+            yield PrefillProgress(done, total, DOCUMENT_PART_SECONDS * (1 - DOCUMENT_PAUSE_FRACTION) * 0.8)
+            self.holding.set()
+            cancel.wait()
+            yield Finished("cancelled", stats)
+            return
+        self.now += DOCUMENT_PART_SECONDS
+        yield PrefillProgress(total, total, 0.0)
+        for word in _words(PART_SUMMARY):
+            yield AnswerDelta(word)
+        yield Finished("stop", stats)
+
+
+def write_demo_pdf(folder: Path) -> Path:
+    """A long report, as a real PDF the app reads with its own extractor."""
+    from tests.support.documents import sample_paragraph, write_pdf
+
+    pages = []
+    for page in range(DOCUMENT_PAGES):
+        lines = []
+        for paragraph in range(6):
+            text = sample_paragraph(page * 6 + paragraph, words=110)
+            lines += [text[i:i + 95] for i in range(0, len(text), 95)] + [""]
+        pages.append(lines)
+    return write_pdf(folder / DOCUMENT_NAME, pages)
+
+
+def capture_documents(out_dir: Path, store, settings) -> list[Path]:
+    """A PDF dropped on a new chat: the plan panel, then the summary running part by part."""
+    from app.document_controller import DocumentController
+    from app.main_window import MainWindow
+    from app.worker import WorkerClient
+    from mlx_backend.summarize import SummaryOptions
+
+    engine = DocumentDemoEngine()
+    worker = WorkerClient(engine_loader=lambda path, progress: engine)
+    window = MainWindow(store, worker, settings)
+    documents = DocumentController(window, worker, options=SummaryOptions(budget_bytes=DEMO_BUDGET_BYTES),
+                                   clock=engine.clock)
+    window.resize(1180, 860)
+    window.show()
+    written: list[Path] = []
+    try:
+        worker.load_model("mlx-community/Qwen3-8B-4bit")
+        _wait(lambda: worker.model_info is not None)
+        window.new_chat()
+        with tempfile.TemporaryDirectory(prefix="qwen-desk-doc-") as folder:
+            pdf = write_demo_pdf(Path(folder))
+            documents.open_files([str(pdf)])
+            _wait(lambda: documents.plan_panel.plan is not None, timeout_s=60)
+            _settle(400)
+            written.append(out_dir / "documents-plan.png")
+            window.grab().save(str(written[-1]))
+
+            documents.start()
+            _wait(engine.holding.is_set, timeout_s=60)
+            _settle(600)
+            written.append(out_dir / "documents-progress.png")
+            window.grab().save(str(written[-1]))
+        window.chat.stop()
+        _wait(lambda: not window.chat.generating)
+    finally:
+        window.close()
+        worker.shutdown()
+    return written
+
+
+def _words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [p + " " for p in parts[:-1]] + [parts[-1]]
+
+
+def _wait(predicate, timeout_s: float = 10.0) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the window did not reach the expected state: {_debug()}")
+        QApplication.processEvents()
+        time.sleep(0.005)
+
+
+_DEBUG_WINDOW = []
+
+
+def _debug() -> str:
+    if not _DEBUG_WINDOW:
+        return "no window"
+    window = _DEBUG_WINDOW[0]
+    return "; ".join(f"{v.role}: {len(v.answer_text)} chars, note={v.note.text() if v.role == 'assistant' else ''}" for v in window.transcript.views)
+
+
+def _settle(ms: int = 300) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    end = time.monotonic() + ms / 1000
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def capture(out_dir: Path) -> list[Path]:
+    from PySide6.QtWidgets import QApplication
+
+    from app.gui import configure_application_identity
+    from app.main_window import MainWindow
+    from app.model_manager import InstalledModel, ModelManager
+    from app.settings import Settings
+    from app.store import ConversationStore
+    from app.theme import ThemeManager
+    from app.worker import WorkerClient
+
+    configure_application_identity()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    theme = ThemeManager(app, "light")
+    app.theme_manager = theme  # type: ignore[attr-defined]
+    written: list[Path] = []
+
+    data = Path(os.environ["QWEN_DESK_DATA_DIR"])
+    store = ConversationStore(data / "conversations.sqlite3")
+    now = time.time()
+    for index, (question, answer) in enumerate(HISTORY):
+        conversation = store.create_conversation(question)
+        store.add_message(conversation.id, "user", question)
+        store.add_message(conversation.id, "assistant", answer)
+        store._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now - 3600 * (index + 1), conversation.id))
+    settings = Settings()
+    settings.model = "mlx-community/Qwen3-8B-4bit"
+    settings.thinking_enabled = True
+    engine = DemoEngine()
+    worker = WorkerClient(engine_loader=lambda path, progress: engine)
+
+    def fake_installed() -> list[InstalledModel]:
+        hf = Path.home() / ".cache/huggingface/hub"
+        return [
+            InstalledModel("mlx-community/Qwen3-8B-4bit", "Qwen3-8B-4bit", hf, 4_610_000_000, "cache"),
+            InstalledModel("mlx-community/Qwen3-4B-Instruct-2507-4bit", "Qwen3-4B-Instruct-2507-4bit", hf, 2_260_000_000, "cache"),
+        ]
+
+    window = MainWindow(
+        store,
+        worker,
+        settings,
+        model_manager_factory=lambda parent: ModelManager(
+            settings, parent, budget_bytes=int(16 * 2**30 * 0.67), installed_models=fake_installed
+        ),
+    )
+    _DEBUG_WINDOW.append(window)
+    theme.changed.connect(window.apply_theme)
+    window.resize(1180, 860)
+    window.show()
+    window.sidebar.refresh()
+    worker.load_model("mlx-community/Qwen3-8B-4bit")
+    _wait(lambda: worker.model_info is not None)
+    window.composer.set_text(QUESTION)
+    window.composer.submit()
+    _wait(lambda: _shown_answer(window) >= PAUSE_AT)
+    _settle(600)
+    answer_view = [v for v in window.transcript.views if v.role == "assistant"][-1]
+    answer_view.thinking.set_expanded(True)  # show the reasoning apart from the answer
+    _settle(300)
+
+    for name in ("light", "dark"):
+        theme.set_theme(name)
+        _settle(400)
+        path = out_dir / f"main-window-{name}.png"
+        window.grab().save(str(path))
+        written.append(path)
+
+    theme.set_theme("light")
+    manager = window.open_model_manager()
+    manager.resize(760, 600)
+    _settle(400)
+    path = out_dir / "model-manager.png"
+    manager.grab().save(str(path))
+    written.append(path)
+    manager.hide()
+
+    settings.system_prompt = "Answer briefly. Use British spelling."
+    # As on a Mac, where the menu-bar icon and global shortcuts exist (Xvfb has neither).
+    window.menu_bar_available = window.shortcuts_supported = True
+    preferences = window.open_preferences()
+    _settle(400)
+    path = out_dir / "settings.png"
+    preferences.grab().save(str(path))
+    written.append(path)
+    preferences.close()
+
+    engine.release.set()
+    window.chat.stop()
+    _wait(lambda: not window.chat.generating)
+    window.close()
+    worker.shutdown()
+
+    written += capture_documents(out_dir, store, settings)
+    store.close()
+
+    from quick_ask_screenshot import capture_quick_ask  # beside this script (sys.path[0])
+
+    for name in ("light", "dark"):
+        written.append(capture_quick_ask(out_dir, name))
+    theme.set_theme("light")
+    return written
+
+
+def _shown_answer(window) -> int:
+    views = [v for v in window.transcript.views if v.role == "assistant"]
+    return len(views[-1].answer_text) if views else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    args = parser.parse_args()
+    if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
+        command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
+        return subprocess.call(command)
+    os.environ["QT_QPA_PLATFORM"] = "xcb" if os.environ.get("DISPLAY") else "offscreen"
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="qwen-desk-shots-") as data:
+        os.environ["QWEN_DESK_DATA_DIR"] = data
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        for path in capture(args.out):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
