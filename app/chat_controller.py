@@ -361,6 +361,9 @@ class ChatController(QObject):
         elif isinstance(event, Finished):
             turn.finish_reason = event.reason
             turn.stats = {**dataclasses.asdict(event.stats), "finish_reason": event.reason}
+            # The answer is complete now. The job may go on a little (the engine re-encodes the
+            # reply into the conversation's cache for the next turn); the user needn't wait.
+            self._complete_turn(turn)
         elif isinstance(event, Failed):
             turn.error = event.message
         else:
@@ -399,7 +402,10 @@ class ChatController(QObject):
     def _on_job_finished(self, job_id: str) -> None:
         turn = self._turn
         if turn is None or job_id != turn.job_id:
-            return
+            return  # already completed at its Finished event, or not ours
+        self._complete_turn(turn)
+
+    def _complete_turn(self, turn: _Turn) -> None:
         if turn.thinking_started_at is not None and turn.thinking_s is None:
             turn.thinking_s = time.monotonic() - turn.thinking_started_at
         if turn.error or turn.finish_reason == "error":

@@ -472,3 +472,29 @@ def test_copy_and_edit_sit_beside_a_question_not_under_it(qtbot) -> None:
     assert view.sizeHint().height() <= editor.sizeHint().height() + 2 * 6 + 1
     view.stop_editing()
     assert view.bubble.isVisibleTo(view) and not view.is_editing
+
+
+def test_the_answer_completes_at_finished_while_the_job_still_tidies_its_cache(qtbot, worker, data_dir) -> None:
+    # The engine keeps its job running after Finished to re-encode the reply for the next turn;
+    # the user must get the composer back (and the answer saved) without waiting for that.
+    release = threading.Event()
+
+    def builder(context):
+        def job(engine, cancel):
+            yield AnswerDelta("Done.")
+            yield Finished("stop", STATS)
+            release.wait(10)  # stands in for the engine's post-answer cache work
+
+        return job
+
+    window = open_window(qtbot, worker, data_dir, builder)
+    try:
+        type_and_send(qtbot, window, "Hi")
+        wait_idle(qtbot, window, timeout=5000)
+        assert worker.current_job_id is not None, "the job should still be running"
+        assert not window.composer.generating
+        stored = window.store.message(last_assistant(window).message_id)
+        assert (stored.content, stored.status) == ("Done.", "complete")
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: worker.current_job_id is None, timeout=5000)
