@@ -2,28 +2,36 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# The app needs only the runtime dependencies; tests add torch/transformers (parity references),
+# pytest-qt and PyInstaller.
+APP_STAMP := $(VENV)/.installed-app
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test bench screenshots app-bundle clean
+.PHONY: run test bench screenshots clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e ".[test]"
-	touch $(STAMP)
+$(APP_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $(APP_STAMP)
 
-run: $(STAMP)
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(TEST_STAMP) $(APP_STAMP)
+
+run: $(APP_STAMP)
 	$(VENV)/bin/qwen-desk
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
-bench: $(STAMP)
+# The benchmark compares against mlx-lm and writes test-style checkpoints: the test extra.
+bench: $(TEST_STAMP)
 	$(PY) bench/run.py
 
-screenshots: $(STAMP)
+screenshots: $(TEST_STAMP)
 	$(PY) packaging/screenshots.py
 
 clean:
