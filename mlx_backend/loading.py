@@ -144,7 +144,8 @@ def load_model(path: str | Path, *, lazy: bool = False) -> nn.Module:
     if quantization is not None:
         quantize_like_checkpoint(model, weights, quantization)
     _check_tensors_fit(model, weights, folder)
-    weights = _to_common_float_dtype(weights)
+    dtype = _dominant_float_dtype(weights)
+    weights = _to_common_float_dtype(weights, dtype)
 
     model.load_weights(list(weights.items()), strict=True)
     if not lazy:
@@ -157,7 +158,7 @@ def load_model(path: str | Path, *, lazy: bool = False) -> nn.Module:
         config=config,
         num_parameters=get_total_parameters(model),
         weights_bytes=sum(v.nbytes for _, v in tree_flatten(model.parameters())),
-        dtype=_dtype_name(_dominant_float_dtype(weights)),
+        dtype=_dtype_name(dtype),
         quantization=_summary(quantization),
         context_length=args.max_position_embeddings,
     )
@@ -204,7 +205,9 @@ def quantize_like_checkpoint(
         if isinstance(override, bool) and not override:
             return False
         if isinstance(override, dict):
-            params = {**defaults, **override}
+            # Like mlx-lm, an override without "mode" is affine (to_quantized's default), not
+            # the top-level mode: mxfp4 MoE folders keep their router as {"bits": 8, ...}.
+            params = {**defaults, "mode": "affine", **override}
         elif hasattr(module, "to_quantized") and f"{path}.scales" in weights:
             params = dict(defaults)
         else:
@@ -276,10 +279,9 @@ def _dominant_float_dtype(weights: dict[str, mx.array]) -> mx.Dtype:
     return max(bytes_by_dtype, key=bytes_by_dtype.__getitem__, default=mx.float32)
 
 
-def _to_common_float_dtype(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+def _to_common_float_dtype(weights: dict[str, mx.array], dtype: mx.Dtype) -> dict[str, mx.array]:
     """Run in the checkpoint's own dtype; a few stray fp32 norms would otherwise upcast every
     activation that touches them (bf16 stays bf16, fp32 test checkpoints stay fp32)."""
-    dtype = _dominant_float_dtype(weights)
     return {
         k: v.astype(dtype) if _is_float(v) and v.dtype != dtype else v for k, v in weights.items()
     }

@@ -13,11 +13,8 @@ import re
 from enum import Enum
 from typing import Optional, Union
 
-from mlx_backend.chat_template import ThinkingMode, ends_inside_thinking
+from mlx_backend.chat_template import THINK_CLOSE, THINK_OPEN, ThinkingMode, ends_inside_thinking
 from mlx_backend.events import AnswerDelta, ThinkingDelta
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 
 __all__ = ["ThinkingParser", "resolve_thinking", "ends_inside_thinking", "THINK_OPEN", "THINK_CLOSE"]
 
@@ -108,11 +105,12 @@ class ThinkingParser:
             answer.append(self._pending)
             self._pending = ""
             break
+        thought, reply = "".join(thinking), "".join(answer)
         events: list[ParsedDelta] = []
-        if "".join(thinking):
-            events.append(ThinkingDelta("".join(thinking)))
-        if "".join(answer):
-            events.append(AnswerDelta("".join(answer)))
+        if thought:
+            events.append(ThinkingDelta(thought))
+        if reply:
+            events.append(AnswerDelta(reply))
         return events
 
     def _skip_thought_preamble(self, final: bool) -> bool:

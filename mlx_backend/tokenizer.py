@@ -16,7 +16,7 @@ from typing import Any, Optional, Union
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from mlx_backend.chat_template import ChatTemplate, ThinkingMode, control_token_patterns
+from mlx_backend.chat_template import THINK_CLOSE, THINK_OPEN, ChatTemplate, ThinkingMode, control_token_patterns
 from mlx_backend.detokenizer import StreamingDetokenizer, TokenTable
 from mlx_backend.errors import ModelLoadError, RequestError
 
@@ -25,8 +25,6 @@ QWEN2_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-THINK_START = "<think>"
-THINK_END = "</think>"
 # Every Qwen3 chat turn ends with <|im_end|>; <|endoftext|> ends a document and Qwen3's
 # generation_config.json lists both as stop tokens, so we stop on either even without that file.
 _ALWAYS_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
@@ -227,8 +225,8 @@ class Qwen3Tokenizer:
         added = backend.get_added_tokens_decoder()
         self._added_contents = {token_id: token.content for token_id, token in added.items()}
         self._special_ids = frozenset(token_id for token_id, token in added.items() if token.special)
-        self.think_start_id: Optional[int] = backend.token_to_id(THINK_START)
-        self.think_end_id: Optional[int] = backend.token_to_id(THINK_END)
+        self.think_start_id: Optional[int] = backend.token_to_id(THINK_OPEN)
+        self.think_end_id: Optional[int] = backend.token_to_id(THINK_CLOSE)
         self._table: Optional[TokenTable] = None
         self._vocab_size: Optional[int] = None
 

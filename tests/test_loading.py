@@ -10,6 +10,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
+from mlx_lm.utils import load_model as mlx_lm_load_model
+from mlx_lm.utils import quantize_model, save_model
 
 from mlx_backend.errors import ModelLoadError
 from mlx_backend.loading import load, load_model
@@ -123,6 +125,25 @@ def test_quantized_folder_reports_its_quantization(tmp_path, tiny_checkpoint):
     assert model.load_info.quantization == {"bits": 4, "group_size": 64, "mode": "affine"}
     assert model.load_info.bits == 4
     assert model.load_info.weights_bytes < load_model(tiny_checkpoint).load_info.weights_bytes / 3
+
+
+def test_mxfp4_moe_folder_with_an_affine_router_override_loads_like_mlx_lm(tmp_path, tiny_moe_checkpoint):
+    # mlx-lm writes the 8-bit router override without a "mode": it means affine, not mxfp4.
+    config = json.loads((tiny_moe_checkpoint / "config.json").read_text())
+    model, quantized_config = quantize_model(
+        load_model(tiny_moe_checkpoint), config, group_size=32, bits=4, mode="mxfp4"
+    )
+    assert quantized_config["quantization"]["model.layers.0.mlp.gate"] == {"group_size": 64, "bits": 8}
+    folder = tmp_path / "mxfp4"
+    folder.mkdir()
+    save_model(folder, model)
+    (folder / "config.json").write_text(json.dumps(quantized_config))
+
+    ours = load_model(folder)
+    assert ours.layers[0].mlp.gate.mode == "affine" and ours.layers[0].mlp.gate.bits == 8
+    assert ours.layers[0].mlp.switch_mlp.up_proj.mode == "mxfp4"
+    reference, _ = mlx_lm_load_model(folder)
+    np.testing.assert_array_equal(logits(ours), logits(reference))
 
 
 # -- folders that must fail clearly ----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..quantize import SUPPORTED_GROUP_SIZES, convert
+from ..quantize import DTYPES, SUPPORTED_GROUP_SIZES, convert
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="weights sharing one scale (default 64)",
     )
     parser.add_argument(
-        "--dtype", choices=("bfloat16", "float16", "float32"), default=None,
+        "--dtype", choices=tuple(DTYPES), default=None,
         help="dtype of scales and unquantized weights (default: the source's)",
     )
     parser.set_defaults(run=run)
