@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -237,19 +237,10 @@ class Engine:
 
     def context_length(self, yarn_factor: Optional[float] = None) -> int:
         """Tokens the model can attend over, natively or with YaRN at ``yarn_factor``."""
-        if yarn_factor is None:
-            base = self._base_rope
-            if base and base.get("rope_type") == "yarn" and base.get("factor"):
-                return int(self._yarn_original_context() * float(base["factor"]))
-            return int(self.args.max_position_embeddings)
-        return int(self._yarn_original_context() * yarn_factor)
+        return context_window(self.args.max_position_embeddings, self._base_rope, yarn_factor)
 
     def _yarn_original_context(self) -> int:
-        base = self._base_rope
-        if base and base.get("original_max_position_embeddings"):
-            return int(base["original_max_position_embeddings"])
-        positions = int(self.args.max_position_embeddings)
-        return QWEN3_NATIVE_CONTEXT.get(positions, positions)
+        return yarn_original_context(self.args.max_position_embeddings, self._base_rope)
 
     def _default_cache_budget(self) -> int:
         # A quarter of what the weights leave free, within [256 MiB, 4 GiB]: enough for a few
@@ -583,6 +574,29 @@ class Engine:
             generation_tps=(run.generated - 1) / decode_time if run.generated > 1 and decode_time > 0 else 0.0,
             peak_memory_gb=peak_memory_bytes() / GB,
         )
+
+
+def yarn_original_context(max_positions: int, rope_scaling: Optional[Mapping[str, Any]]) -> int:
+    """The pre-training window that a YaRN factor multiplies."""
+    if rope_scaling and rope_scaling.get("original_max_position_embeddings"):
+        return int(rope_scaling["original_max_position_embeddings"])
+    return QWEN3_NATIVE_CONTEXT.get(int(max_positions), int(max_positions))
+
+
+def context_window(
+    max_positions: int,
+    rope_scaling: Optional[Mapping[str, Any]],
+    yarn_factor: Optional[float] = None,
+) -> int:
+    """Tokens a model attends over, from its config's values: by its own rope (which may
+    already be YaRN), or with YaRN at ``yarn_factor``. The one rule the engine enforces and
+    the summary planner plans with."""
+    if yarn_factor is None:
+        if rope_scaling and rope_scaling.get("rope_type") == "yarn" and rope_scaling.get("factor"):
+            yarn_factor = float(rope_scaling["factor"])
+        else:
+            return int(max_positions)
+    return int(yarn_original_context(max_positions, rope_scaling) * yarn_factor)
 
 
 def _generation_prompt_opens_think(prompt_text: str) -> bool:

@@ -26,12 +26,12 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence
 from .documents import Document
 from .errors import ContextOverflowError, DocumentError
 from .events import AnswerDelta, ChatMessage, ChatRequest, Failed, Finished, PrefillProgress, ThinkingDelta
-from .engine import QWEN3_NATIVE_CONTEXT
+from .engine import DEFAULT_YARN_FACTOR, context_window
 from .memory import MemoryPlan, plan_memory
 from .models.rope import normalize_rope_scaling
 
 # Qwen's published long-context recipe: YaRN factor 4 over the 32,768-token pre-training window.
-YARN_FACTOR = 4.0
+YARN_FACTOR = DEFAULT_YARN_FACTOR
 QWEN3_ORIGINAL_CONTEXT = 32768
 # Token counting walks huge texts in pieces of this many characters (bounded memory).
 _COUNT_CHUNK_CHARS = 256 * 1024
@@ -144,13 +144,12 @@ def context_limits(config: Mapping[str, Any], thinking_mode: str) -> ContextLimi
     YaRN offered. Hybrid Qwen3 is the family Qwen publishes the YaRN recipe for."""
     positions = int(config.get("max_position_embeddings") or QWEN3_ORIGINAL_CONTEXT)
     scaling = normalize_rope_scaling(config.get("rope_scaling") or config.get("rope_parameters"))
+    native = context_window(positions, scaling)
     if scaling and scaling.get("rope_type") == "yarn" and scaling.get("factor"):
-        original = int(scaling.get("original_max_position_embeddings") or positions)
-        return ContextLimits(native=int(original * float(scaling["factor"])), with_yarn=None, yarn_in_config=True)
+        return ContextLimits(native=native, with_yarn=None, yarn_in_config=True)
     if thinking_mode == "hybrid":
-        original = QWEN3_NATIVE_CONTEXT.get(positions, positions)
-        return ContextLimits(native=positions, with_yarn=int(original * YARN_FACTOR))
-    return ContextLimits(native=positions, with_yarn=None)
+        return ContextLimits(native=native, with_yarn=context_window(positions, scaling, YARN_FACTOR))
+    return ContextLimits(native=native, with_yarn=None)
 
 
 @dataclass(frozen=True)
@@ -213,6 +212,14 @@ class SummaryPlan:
         return sum(d.tokens or 0 for d in self.documents)
 
     @property
+    def estimated_prompt_tokens(self) -> int:
+        """The prompt's own token count, without the safety margin ``prompt_tokens`` adds for
+        a single pass (a map-reduce part's ``prompt_tokens`` has none)."""
+        if self.strategy == "single_pass":
+            return self.overhead_tokens + self.document_tokens
+        return self.prompt_tokens
+
+    @property
     def headline(self) -> str:
         if self.strategy == "map_reduce":
             label = f"Map-reduce in {len(self.parts)} parts"
@@ -240,8 +247,9 @@ class SummaryPlan:
             if self.yarn_factor:
                 why = (f" YaRN ×{self.yarn_factor:g} is switched on for this request because the "
                        f"prompt is longer than the native {self.limits.native:,}-token context.")
+            # prompt_tokens carries a safety margin for fitting; show the count itself.
             lines.append(
-                f"Plan: {self.headline}. The {self.prompt_tokens:,}-token prompt and up to "
+                f"Plan: {self.headline}. The prompt of about {self.estimated_prompt_tokens:,} tokens and up to "
                 f"{self.answer_tokens:,} tokens of summary fit a {self.window:,}-token context{kv}, with "
                 f"room left for follow-up questions, which reuse the document already in memory.{why}"
             )

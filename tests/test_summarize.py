@@ -119,6 +119,18 @@ def test_context_limits_follow_the_qwen3_family_configs(engine: Engine):
     assert (tiny.native, tiny.with_yarn) == (engine.context_length(), engine.context_length(4.0)) == (CONTEXT, 4 * CONTEXT)
 
 
+def test_planner_and_engine_agree_on_a_yarn_config_without_original_positions(tmp_path: Path):
+    # The planner used to multiply max_position_embeddings (163,840 here) where the engine
+    # multiplies Qwen3's 32,768 trained positions (131,072): it planned prompts the engine refused.
+    folder = write_random_checkpoint(tmp_path / "yarn", max_position_embeddings=40960,
+                                     rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    yarn_engine = Engine.load(folder)
+    facts = ModelFacts.from_engine(yarn_engine)
+    limits = context_limits(facts.config, facts.thinking_mode)
+    assert limits.yarn_in_config
+    assert limits.native == yarn_engine.context_length() == 131072
+
+
 # --- (a) whole document in one pass -----------------------------------------------------------
 
 
@@ -144,6 +156,16 @@ def test_short_document_is_summarized_in_one_pass(engine: Engine):
     assert any(isinstance(e, PrefillProgress) and 0 < e.done < e.total for e in events)
     assert "".join(e.text for e in events if isinstance(e, AnswerDelta))
     assert isinstance(events[-1], Finished) and events[-1].reason in ("stop", "length")
+
+
+def test_plan_states_the_prompt_size_without_its_safety_margin(engine: Engine):
+    # A plan once said "101-token prompt" for a run that prefilled 69: the fit margin leaked
+    # into the wording. The description quotes the count itself, within a few tokens of the truth.
+    plan = plan_for_engine(engine, [text_document("tiny.txt", "One short line.")], unlimited_memory())
+    real_prompt = rendered_tokens(engine, plan.single_pass_request().messages)
+    assert abs(plan.estimated_prompt_tokens - real_prompt) <= 4
+    assert plan.prompt_tokens - real_prompt > 4  # the fit check still counts the margin
+    assert f"prompt of about {plan.estimated_prompt_tokens:,} tokens" in plan.description
 
 
 def test_follow_up_question_reuses_the_cached_document(engine: Engine):
