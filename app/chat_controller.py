@@ -28,7 +28,7 @@ from app.message_view import MessageView
 from app.settings import Settings, sampling_preset
 from app.store import DEFAULT_TITLE, Attachment, ConversationStore, StoredMessage
 from app.transcript import TranscriptView
-from app.worker import Job, WorkerClient
+from app.worker import Job, WorkerClient, chat_job
 from mlx_backend.events import (
     AnswerDelta,
     ChatMessage,
@@ -78,15 +78,6 @@ class _Turn:
     deltas: int = 0  # engine deltas so far, about one per token
     first_delta_at: Optional[float] = None
     live_emitted_at: float = float("-inf")
-
-
-def chat_job(request: ChatRequest) -> Job:
-    """The worker job for one chat request."""
-
-    def job(engine: Any, cancel: Any) -> Iterable[object]:
-        return engine.stream(request, cancel)
-
-    return job
 
 
 def forget_conversation_job(conversation_id: str) -> Job:

@@ -38,6 +38,7 @@ from PySide6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 from app.document_drop import DocumentDropFilter
 from app.document_widgets import PlanPanel, SummaryProgressPanel
 from app.store import Attachment, StoredMessage
+from app.worker import chat_job
 from mlx_backend.documents import Document, DocumentBatch, DocumentFailure, read_document
 from mlx_backend.errors import DocumentError, QwenDeskError
 from mlx_backend.events import ChatMessage, ChatRequest, Failed, Finished
@@ -135,13 +136,6 @@ def _rebuilt_messages(context: "TurnContext", document_message_id: int, content:
         text = content if message.id == document_message_id else message.content
         messages.append(ChatMessage(message.role, text))
     return system + tuple(messages)
-
-
-def follow_up_job(request: ChatRequest):
-    def job(engine: Any, cancel: threading.Event) -> Iterator[object]:
-        return engine.stream(request, cancel)
-
-    return job
 
 
 def restored_follow_up_job(turn: "TurnContext", document_message: StoredMessage, options: SummaryOptions):
@@ -425,7 +419,7 @@ class DocumentController(QObject):
             return restored_follow_up_job(turn, document_message, options)
         request = replace(turn.request, messages=_rebuilt_messages(turn, document_message.id, context.user_content),
                           yarn_factor=context.yarn_factor, kv_bits=context.kv_bits)
-        return follow_up_job(request)
+        return chat_job(request)
 
     def _on_generating(self, generating: bool) -> None:
         self.plan_panel.set_start_allowed(not generating)

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from app.rendering import RenderColors, SafeTextView
 from app.tray import GlobalShortcut, MenuBarIcon
+from app.worker import chat_job
 from mlx_backend.events import (
     AnswerDelta,
     ChatMessage,
@@ -209,7 +210,7 @@ class QuickAskPopup(QWidget):
         self._job_id = job_id
         self._set_status("Waiting for the model\u2026")
         self._update_controls()
-        self._worker.submit(job_id, lambda engine, cancel: engine.stream(request, cancel))
+        self._worker.submit(job_id, chat_job(request))
         return job_id
 
     def stop(self) -> None:

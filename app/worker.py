@@ -78,12 +78,23 @@ class _JobQueue:
         with self._lock:
             self.current = None
 
-    def remove(self, job_id: str) -> Optional[_QueuedJob]:
+    def cancel(self, job_id: Optional[str]) -> Optional[Literal["running", "removed"]]:
+        """Signal the running job (``job_id`` None: whatever runs) or take a queued one out.
+
+        One step under the lock: checked apart, the worker could take a queued job between the
+        two checks and the cancel would find it in neither place and be lost.
+        """
         with self._lock:
+            current = self.current
+            if job_id is None or (current is not None and current.job_id == job_id):
+                if current is not None and current.kind == "job":
+                    current.cancel.set()
+                    return "running"
+                return None
             for item in self._items:
                 if item.job_id == job_id:
                     self._items.remove(item)
-                    return item
+                    return "removed"
         return None
 
     def clear(self) -> list[_QueuedJob]:
@@ -95,6 +106,15 @@ class _JobQueue:
     def pending_ids(self) -> list[str]:
         with self._lock:
             return [item.job_id for item in self._items]
+
+
+def chat_job(request: Any) -> Job:
+    """The job that streams one ``ChatRequest`` (the chat, Quick Ask and document follow-ups)."""
+
+    def job(engine: Any, cancel: threading.Event) -> Iterable[object]:
+        return engine.stream(request, cancel)
+
+    return job
 
 
 def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> Any:
@@ -170,8 +190,11 @@ class Worker(QObject):
             self.failed.emit(item.job_id, _user_message(error))
         finally:
             close = getattr(events, "close", None)
-            if close:
-                close()  # a generator stopped early releases its resources now
+            try:
+                if close:
+                    close()  # a generator stopped early releases its resources now
+            except Exception:  # noqa: BLE001 - the window still needs its jobFinished
+                log.exception("closing job %s failed", item.job_id)
             self.finished.emit(item.job_id)
 
     def _load(self, item: _QueuedJob) -> None:
@@ -194,11 +217,6 @@ class Worker(QObject):
             return
         self._engine = engine
         self.modelLoaded.emit(getattr(engine, "info", None))
-
-    @Slot()
-    def unload(self) -> None:
-        self._engine = None
-        _release_memory()
 
 
 class WorkerClient(QObject):
@@ -264,18 +282,12 @@ class WorkerClient(QObject):
 
     def cancel(self, job_id: Optional[str] = None) -> bool:
         """Stop the running job (or the given one, running or queued). True if something stopped."""
-        current = self._queue.current
-        if job_id is None or (current is not None and current.job_id == job_id):
-            if current is not None and current.kind == "job":
-                current.cancel.set()
-                return True
-            return False
-        removed = self._queue.remove(job_id)
-        if removed is None:
-            return False
-        self._forget(job_id)
-        self.jobFinished.emit(job_id)
-        return True
+        outcome = self._queue.cancel(job_id)
+        if outcome == "removed":
+            assert job_id is not None
+            self._forget(job_id)
+            self.jobFinished.emit(job_id)
+        return outcome is not None
 
     def cancel_all(self) -> None:
         for item in self._queue.clear():

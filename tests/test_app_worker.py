@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.event_batching import BatchedAnswerDelta, BatchedThinkingDelta, EventBatcher
-from app.worker import NO_MODEL_MESSAGE, WorkerClient
+from app.worker import NO_MODEL_MESSAGE, WorkerClient, _JobQueue, _QueuedJob
 from mlx_backend.errors import RequestError
 from mlx_backend.events import (
     AnswerDelta,
@@ -121,6 +121,31 @@ def test_cancelling_a_queued_job_means_it_never_runs(qtbot, client: WorkerClient
     _finish(qtbot, client, "first", lambda: client.cancel())
     assert started == ["first"]
     assert not ran_second.is_set()
+
+
+def test_a_cancel_reaches_a_job_the_worker_has_just_taken_from_the_queue() -> None:
+    # Regression: the client used to look at the running job and then search the queue in two
+    # separate steps; a job taken by the worker in between was in neither and ran on, uncancelled.
+    # The queue now answers both in one locked step, so the job is found wherever it is.
+    queue = _JobQueue()
+    queue.put(_QueuedJob("q", "job", run=lambda engine, cancel: []))
+    taken = queue.take()  # the worker thread takes it
+    assert taken is not None and not taken.cancel.is_set()
+    assert queue.cancel("q") == "running"
+    assert taken.cancel.is_set()
+
+    queue.put(_QueuedJob("waiting", "job", run=lambda engine, cancel: []))
+    assert queue.cancel("waiting") == "removed"
+    assert queue.pending_ids() == []
+    assert queue.cancel("unknown") is None
+
+
+def test_cancel_without_an_id_leaves_a_running_model_load_alone() -> None:
+    queue = _JobQueue()
+    queue.put(_QueuedJob("load-1", "load", model="m"))
+    load = queue.take()
+    assert queue.cancel(None) is None
+    assert load is not None and not load.cancel.is_set()
 
 
 def test_unexpected_exceptions_are_reported_and_the_worker_keeps_going(qtbot, client: WorkerClient) -> None:
@@ -244,3 +269,25 @@ def test_a_missing_model_folder_reports_why(qtbot, tmp_path: Path) -> None:
         assert client.model_info is None and client.model_name == ""
     finally:
         assert client.shutdown(10000)
+
+
+def test_a_job_whose_cleanup_raises_still_finishes_and_the_queue_goes_on(qtbot, client: WorkerClient) -> None:
+    class BadCleanup:
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            raise StopIteration
+
+        def close(self):
+            raise RuntimeError("cleanup broke")
+
+    _finish(qtbot, client, "bad", lambda: client.submit("bad", lambda engine, cancel: BadCleanup()))
+    ran = threading.Event()
+
+    def after(engine, cancel):
+        ran.set()
+        return [AnswerDelta("ok")]
+
+    _finish(qtbot, client, "after", lambda: client.submit("after", after))
+    assert ran.is_set()
