@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from PySide6.QtCore import QObject, Signal
 
@@ -54,6 +54,8 @@ class DownloadTask(QObject):
         self.repo_id = repo_id
         self._resolver = resolver
         self._cancel = threading.Event()
+        # Set when the app quits: the receivers are being torn down, so the thread stays quiet.
+        self._silent = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._last_progress = 0.0
 
@@ -65,22 +67,33 @@ class DownloadTask(QObject):
         self._thread = threading.Thread(target=self._run, args=(existed,), name=f"download {self.repo_id}", daemon=True)
         self._thread.start()
 
-    def cancel(self) -> None:
+    def cancel(self, *, silently: bool = False) -> None:
+        """Stop the download; its partial files are removed as it ends.
+
+        ``silently``: emit nothing more (used on quit, when the receivers are going away)."""
+        if silently:
+            self._silent.set()
         self._cancel.set()
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def wait(self, timeout: Optional[float] = None) -> None:
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` seconds for the thread to end; True when it has."""
         if self._thread is not None:
             self._thread.join(timeout)
+        return not self.running
+
+    def _emit(self, signal, *args) -> None:
+        if not self._silent.is_set():
+            signal.emit(*args)
 
     def _report(self, done: int, total: int) -> None:
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_INTERVAL_S or (total and done >= total):
             self._last_progress = now
-            self.progress.emit(int(done), int(total))
+            self._emit(self.progress, int(done), int(total))
 
     def _run(self, existed: bool) -> None:
         try:
@@ -89,11 +102,25 @@ class DownloadTask(QObject):
             if not existed:
                 _discard_partial(self.repo_id)
             if self._cancel.is_set():
-                self.cancelled.emit()
+                self._emit(self.cancelled)
             elif isinstance(error, QwenDeskError):
-                self.failed.emit(str(error))
+                self._emit(self.failed, str(error))
             else:
                 log.error("download failed", exc_info=error)
-                self.failed.emit(f"Downloading {self.repo_id} failed: {error}")
+                self._emit(self.failed, f"Downloading {self.repo_id} failed: {error}")
             return
-        self.succeeded.emit(str(folder))
+        self._emit(self.succeeded, str(folder))
+
+
+def cancel_and_wait(tasks: Iterable[DownloadTask], timeout_s: float) -> list[DownloadTask]:
+    """Cancel every task silently, then wait for their threads, ``timeout_s`` in total.
+
+    For quitting: each thread removes its partial files as a cancelled download does, and
+    quitting never waits longer than the bound. Returns the tasks still running after it."""
+    tasks = list(tasks)
+    for task in tasks:  # all at once, so the threads wind down side by side
+        task.cancel(silently=True)
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    for task in tasks:
+        task.wait(max(0.0, deadline - time.monotonic()))
+    return [task for task in tasks if task.running]

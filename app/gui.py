@@ -20,6 +20,8 @@ from app.theme import ThemeManager
 from app.worker import WorkerClient
 
 log = logging.getLogger(__name__)
+# Quitting waits at most this long, in total, for cancelled downloads to clean up and end.
+DOWNLOAD_STOP_TIMEOUT_S = 2.0
 
 
 def configure_application_identity() -> None:
@@ -86,6 +88,16 @@ def apply_menu_bar_only(app: QApplication, settings: Settings, quick_ask, *, at_
     return on
 
 
+def shut_down_downloads(model_manager, timeout_s: float = DOWNLOAD_STOP_TIMEOUT_S) -> bool:
+    """Cancel the Models window's downloads and wait for them briefly (it may never have opened).
+
+    A thread left running would be killed mid-file at exit, leaving its partial download behind
+    and possibly signalling Qt objects as they are destroyed. True when none is left running."""
+    if model_manager is None:
+        return True
+    return model_manager.shut_down_downloads(timeout_s)
+
+
 def run_gui(argv: Optional[list[str]] = None) -> int:
     from PySide6.QtCore import Qt
 
@@ -139,6 +151,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
         window.chat.flush()
         if quick_ask is not None:
             quick_ask.set_global_shortcut("")
+        shut_down_downloads(window.model_manager)  # logs any download that would not stop
         if not worker.shutdown():
             log.warning("the worker thread did not stop in time")
         store.close()

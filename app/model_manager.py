@@ -7,6 +7,7 @@ thread with a progress bar and Cancel; a failed download shows why and leaves no
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,11 +27,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.downloads import DownloadTask, Resolver, _resolve
+from app.downloads import DownloadTask, Resolver, _resolve, cancel_and_wait
 from app.settings import Settings
 from mlx_backend.catalog import CATALOG, PLANNING_CONTEXT_TOKENS, CatalogModel, recommended_default
 from mlx_backend.errors import QwenDeskError
 
+log = logging.getLogger(__name__)
 GB = 1e9
 BADGE_WORDS = {"fits": "Fits", "tight": "Tight", "wont_fit": "Won\u2019t fit"}
 
@@ -399,6 +401,16 @@ class ModelManager(QDialog):
     def cancel_downloads(self) -> None:
         for task in list(self.downloads.values()):
             task.cancel()
+
+    def shut_down_downloads(self, timeout_s: float) -> bool:
+        """On quit: cancel every download and wait up to ``timeout_s`` in total for its thread.
+
+        The threads remove their partial files and, being silenced, signal nothing to this
+        window as it is torn down. True when all of them ended in time."""
+        still_running = cancel_and_wait(self.downloads.values(), timeout_s)
+        for task in still_running:
+            log.warning("the download of %s did not stop within %.1f s", task.repo_id, timeout_s)
+        return not still_running
 
     def delete(self, model: InstalledModel) -> bool:
         if model.source == "folder":

@@ -22,19 +22,36 @@ from tests.support.paths import REPO_ROOT
 # Run in a child process: after QApplication.exec() has returned, Qt stops delivering
 # cross-thread events, which would break every later test sharing this process's QApplication.
 _START_AND_QUIT = """
-import json, sys
+import json, os, sys, threading
+from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
+import mlx_backend.download
 from app.gui import run_gui
 from app.main_window import MainWindow
 from app.model_manager import ModelManager
 
 seen = {}
+REPO = "mlx-community/Qwen3-0.6B-4bit"
+partial = Path(os.environ["HF_HUB_CACHE"]) / "models--mlx-community--Qwen3-0.6B-4bit" / "blobs"
+started = threading.Event()
+
+def slow_download(repo_id, *, progress=None, cancel=None):  # stands in for huggingface_hub
+    partial.mkdir(parents=True)
+    (partial / "abc.incomplete").write_bytes(b"x" * 100)
+    started.set()
+    while not cancel.wait(0.02):
+        progress(1_000_000, 400_000_000)
+    raise mlx_backend.download.DownloadCancelled("cancelled")
+
+mlx_backend.download.resolve_model_path = slow_download
 
 def inspect_then_quit():
     windows = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
     main = next(w for w in windows if isinstance(w, MainWindow))
     seen["manager_open"] = any(isinstance(w, ModelManager) for w in windows)
+    seen["download"] = main.model_manager.download(REPO)
+    seen["download_started"] = started.wait(5)
     seen["app_name"] = QApplication.applicationName()
     seen["documents_attached"] = hasattr(main, "documents")
     seen["window_icon"] = not QApplication.windowIcon().isNull()
@@ -47,12 +64,14 @@ QTimer.singleShot(500, inspect_then_quit)
 code = run_gui([])
 worker = seen.pop("worker")
 seen["worker_stopped"] = not worker.worker_thread.isRunning()
+seen["download_stopped"] = not seen.pop("download").running
+seen["partial_removed"] = not partial.parent.exists()
 seen["exit_code"] = code
 print("RESULT " + json.dumps(seen))
 """
 
 
-def test_first_run_opens_the_model_manager_and_quitting_stops_the_worker(tmp_path: Path) -> None:
+def test_first_run_opens_the_model_manager_and_quitting_stops_the_worker_and_downloads(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "QWEN_DESK_DATA_DIR": str(tmp_path / "data"),
@@ -73,6 +92,9 @@ def test_first_run_opens_the_model_manager_and_quitting_stops_the_worker(tmp_pat
         "window_icon": True,  # the shipped icon (app.tray.app_icon)
         "quits_with_window": True,  # "menu bar only" is off by default
         "worker_stopped": True,
+        "download_started": True,
+        "download_stopped": True,  # quitting cancelled the running download and waited for it
+        "partial_removed": True,  # ... which removed its partial files
         "exit_code": 0,
     }
     assert (tmp_path / "data" / DATABASE_NAME).exists()
@@ -155,3 +177,9 @@ def test_file_drops_reach_an_attached_handler_only(qtbot, tmp_path: Path, monkey
         assert received == [[str(report)], [str(report)]] and signalled == received
     finally:
         assert client.shutdown(5000)
+
+
+def test_quitting_before_the_models_window_ever_opened_has_no_downloads_to_stop() -> None:
+    from app.gui import shut_down_downloads
+
+    assert shut_down_downloads(None, timeout_s=2.0)

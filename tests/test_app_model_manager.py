@@ -107,6 +107,65 @@ def test_a_download_shows_progress_and_can_be_cancelled_leaving_nothing(qtbot, h
     assert manager.rows[SMALL].progress.isHidden()
 
 
+def test_quitting_cancels_a_running_download_ends_its_thread_and_removes_partial_files(qtbot, hf_cache) -> None:
+    partial = hf_cache / "models--mlx-community--Qwen3-0.6B-4bit" / "blobs"
+    started = threading.Event()
+
+    def resolver(repo_id, *, progress, cancel):
+        partial.mkdir(parents=True)
+        (partial / "abc.incomplete").write_bytes(b"x" * 100)
+        started.set()
+        while not cancel.wait(0.02):
+            progress(1_000_000, 400_000_000)
+        time.sleep(0.2)  # like huggingface_hub, notice the cancel only after the chunk in hand
+        raise DownloadCancelled(f"The download of {repo_id} was cancelled.")
+
+    manager = manager_for(qtbot, resolver=resolver)
+    task = manager.download(SMALL)
+    assert started.wait(5) and task.running
+    signalled: list[str] = []
+    task.cancelled.connect(lambda: signalled.append("cancelled"))
+    task.progress.connect(lambda done, total: signalled.append("progress"))
+    qtbot.wait(50)  # let queued progress from before the quit arrive
+    signalled.clear()
+
+    begun = time.monotonic()
+    assert manager.shut_down_downloads(timeout_s=2.0)
+    assert time.monotonic() - begun < 2.0
+    assert not task.running
+    assert not (hf_cache / "models--mlx-community--Qwen3-0.6B-4bit").exists()  # partial blobs removed
+    qtbot.wait(50)
+    assert signalled == []  # the quitting window hears nothing more from the thread
+
+
+def test_quitting_waits_no_longer_than_the_bound_for_a_download_that_will_not_stop(qtbot, hf_cache) -> None:
+    released = threading.Event()
+    started = threading.Event()
+
+    def stuck_resolver(repo_id, *, progress, cancel):
+        started.set()
+        released.wait(10)  # e.g. a read blocked on the network: the cancel goes unseen
+        raise DownloadCancelled(f"The download of {repo_id} was cancelled.")
+
+    manager = manager_for(qtbot, resolver=stuck_resolver)
+    task = manager.download(SMALL)
+    assert started.wait(5)
+    try:
+        begun = time.monotonic()
+        assert not manager.shut_down_downloads(timeout_s=0.3)
+        waited = time.monotonic() - begun
+        assert 0.25 <= waited < 2.0 and task.running
+    finally:
+        released.set()
+        assert task.wait(5)
+
+
+def test_quitting_with_no_download_returns_at_once(qtbot, hf_cache) -> None:
+    manager = manager_for(qtbot)
+    assert manager.downloads == {}
+    assert manager.shut_down_downloads(timeout_s=2.0)
+
+
 def test_a_finished_download_moves_the_model_to_this_mac_and_can_be_used(qtbot, hf_cache) -> None:
     def resolver(repo_id, *, progress, cancel):
         progress(50, 100)
