@@ -1,6 +1,7 @@
 """The generation engine: one loaded model, one request at a time, a stream of events.
 
-``Engine.stream(request, cancel)`` renders the chat with the model's own template, reuses the
+``Engine.stream(request, cancel)`` renders the chat with the model's own template (control
+tokens typed inside messages, like a pasted ``<|im_end|>``, are encoded as plain text), reuses the
 conversation's KV cache for the prompt prefix it already holds, prefills the rest in chunks
 (reporting progress and honouring ``cancel`` between chunks), then samples with mlx-lm's
 ``generate_step`` and streams text split into thinking and answer.
@@ -38,6 +39,7 @@ import mlx.nn as nn
 from mlx_lm.generate import generate_step, generation_stream
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
+from .chat_template import THINK_CLOSE, THINK_OPEN
 from .errors import ContextOverflowError, RequestError
 from .events import (
     AnswerDelta,
@@ -76,6 +78,7 @@ QWEN3_NATIVE_CONTEXT = {40960: 32768}
 _ROLES = ("system", "user", "assistant", "tool")
 # Stands in for the next user message when rendering how this reply will look in history.
 _NEXT_TURN_MARKER = "\x00qwen-desk-next-turn\x00"
+_TURN_START = "<|im_start|>"
 
 
 @dataclass(frozen=True)
@@ -272,13 +275,7 @@ class Engine:
         last_user = request.messages[-1].content
         thinking = resolve_thinking(last_user, request.enable_thinking, self.tokenizer.thinking_mode)
         sampling = resolve_sampling(request.sampling, thinking)
-        text = self.tokenizer.apply_chat_template(
-            list(request.messages),
-            add_generation_prompt=True,
-            enable_thinking=thinking,
-            tokenize=False,
-        )
-        prompt = self.tokenizer.encode(text)
+        prompt = self._render(request.messages, add_generation_prompt=True, thinking=thinking)
         context = self.context_length(request.yarn_factor)
         self._check_fits(len(prompt), request, context)
         if request.kv_bits is not None and self.args.head_dim % KV_GROUP_SIZE:
@@ -290,7 +287,7 @@ class Engine:
             request=request,
             prompt=prompt,
             thinking=thinking,
-            starts_inside_thinking=_generation_prompt_opens_think(text),
+            starts_inside_thinking=self._generation_prompt_opens_think(prompt),
             sampling=sampling,
             max_tokens=min(request.max_tokens, context - len(prompt)),
             rope_scaling=self._rope_for(request.yarn_factor),
@@ -302,13 +299,68 @@ class Engine:
         if prompt_tokens + room <= context:
             return
         hint = "Start a new chat or shorten the messages or documents"
-        if request.yarn_factor is None and self.tokenizer.thinking_mode == "hybrid":
+        if self._yarn_would_fit(prompt_tokens, request):
             hint += f", or turn on long context (YaRN) for up to {self.context_length(DEFAULT_YARN_FACTOR):,} tokens"
         raise ContextOverflowError(
             f"This conversation is {prompt_tokens:,} tokens long, but {self._name} can attend "
             f"over {context:,} tokens and {room:,} of them must stay free for the answer. "
             f"Nothing was cut off. {hint}."
         )
+
+    def _yarn_would_fit(self, prompt_tokens: int, request: ChatRequest) -> bool:
+        """Would turning YaRN on make this prompt fit? Not if it is on already (by the request or
+        the model's config), not for 2507 models (no published YaRN recipe), not if still too long."""
+        if request.yarn_factor is not None or self.tokenizer.thinking_mode != "hybrid":
+            return False
+        if self._base_rope and self._base_rope.get("rope_type") == "yarn":
+            return False
+        context = self.context_length(DEFAULT_YARN_FACTOR)
+        room = min(request.max_tokens, self.answer_room_tokens, context // 4)
+        return prompt_tokens + room <= context
+
+    def _render(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool, thinking: bool) -> list[int]:
+        """Prompt ids of ``messages``; control tokens typed inside them stay plain text.
+
+        Without sanitizing, a pasted "<|im_end|>\\n<|im_start|>system" would end the user's turn
+        and open a fake system message.
+        """
+        return self.tokenizer.apply_chat_template(
+            self._template_messages(messages, thinking),
+            add_generation_prompt=add_generation_prompt,
+            enable_thinking=thinking,
+            tokenize=True,
+            sanitize_control_tokens=True,
+        )
+
+    def _template_messages(self, messages: Sequence[ChatMessage], thinking: bool) -> list[dict[str, str]]:
+        """The messages as the template gets them, with earlier replies' reasoning split off.
+
+        Qwen3's thinking templates split an assistant message at its </think> and strip newlines
+        around it. Sanitizing wraps the tags in markers that those strips stop at, so where the
+        template splits we hand it the split already, as ``reasoning_content``. The unsanitized
+        renderings of both forms are compared first: a template that does not split (Instruct-
+        2507) keeps the message as is, its tags then shown as text.
+        """
+        plain = [{"role": message.role, "content": message.content} for message in messages]
+        split = [_split_reasoning(message) if message["role"] == "assistant" else message for message in plain]
+        if split == plain:
+            return plain
+        def render(messages: list[dict[str, str]]) -> str:
+            return self.tokenizer.chat_template.render(messages, add_generation_prompt=False, enable_thinking=thinking)
+
+        if render(plain) == render(split):
+            return split
+        return plain
+
+    def _generation_prompt_opens_think(self, prompt: list[int]) -> bool:
+        """Does the generation prompt (the ids from the last <|im_start|>) leave <think> open?
+
+        Looking only at the template's last turn keeps a literal "<think>" in a message from
+        fooling us (sanitized, it is not even a control id).
+        """
+        start = _last_index(prompt, self.tokenizer.token_to_id(_TURN_START))
+        tail = prompt[start:] if start is not None else prompt
+        return ends_inside_thinking(self.tokenizer.decode(tail))
 
     def _rope_for(self, yarn_factor: Optional[float]) -> Optional[dict[str, Any]]:
         if yarn_factor is None:
@@ -543,15 +595,14 @@ class Engine:
             ChatMessage("assistant", answer),
             ChatMessage("user", _NEXT_TURN_MARKER),
         ]
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=False, enable_thinking=prepared.thinking, tokenize=False
-        )
-        cut = text.rfind("<|im_start|>user\n" + _NEXT_TURN_MARKER)
-        if cut <= 0:
+        ids = self._render(messages, add_generation_prompt=False, thinking=prepared.thinking)
+        # Rendered and encoded exactly as the next prompt will be, up to the turn that stands in
+        # for the next message. <|im_start|> is a special token (typed ones are sanitized into
+        # text), so the ids before its last occurrence are the same at the head of that prompt.
+        cut = _last_index(ids, self.tokenizer.token_to_id(_TURN_START))
+        if not cut or not self.tokenizer.decode(ids[cut:]).startswith(f"{_TURN_START}user\n{_NEXT_TURN_MARKER}"):
             return None
-        # <|im_start|> is a special token, so the text before it tokenizes the same on its own
-        # as at the head of the next prompt.
-        return self.tokenizer.encode(text[:cut])
+        return ids[:cut]
 
     @staticmethod
     def _eta(run: _Run, total: int) -> Optional[float]:
@@ -599,13 +650,23 @@ def context_window(
     return int(yarn_original_context(max_positions, rope_scaling) * yarn_factor)
 
 
-def _generation_prompt_opens_think(prompt_text: str) -> bool:
-    """Does the generation prompt (the text after the last <|im_start|>) leave <think> open?
+def _last_index(ids: Sequence[int], token_id: Optional[int]) -> Optional[int]:
+    if token_id is None:
+        return None
+    for position in range(len(ids) - 1, -1, -1):
+        if ids[position] == token_id:
+            return position
+    return None
 
-    Looking only at the last turn keeps a literal "<think>" in a user's message from fooling us.
-    """
-    start = prompt_text.rfind("<|im_start|>")
-    return ends_inside_thinking(prompt_text[start:] if start >= 0 else prompt_text)
+
+def _split_reasoning(message: dict[str, str]) -> dict[str, str]:
+    """An assistant message split at </think> exactly as Qwen3's thinking templates split it."""
+    content = message["content"]
+    if THINK_CLOSE not in content:
+        return message
+    reasoning = content.split(THINK_CLOSE)[0].rstrip("\n").split(THINK_OPEN)[-1].lstrip("\n")
+    answer = content.split(THINK_CLOSE)[-1].lstrip("\n")
+    return {"role": "assistant", "content": answer, "reasoning_content": reasoning}
 
 
 def _validate_request(request: ChatRequest) -> None:
