@@ -10,14 +10,14 @@ from PySide6.QtCore import QCoreApplication, QTimer
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
-from app import tray
-from app.main_window import MainWindow
+from app.quick_ask import tray
+from app.window.main_window import MainWindow
 from app.paths import APP_NAME, ORGANIZATION_DOMAIN, ORGANIZATION_NAME, data_dir
-from app.preferences import MENU_BAR_ONLY
+from app.window.preferences import MENU_BAR_ONLY
 from app.settings import Settings
-from app.store import DATABASE_NAME, ConversationStore, StoreError
-from app.theme import ThemeManager
-from app.worker import WorkerClient
+from app.chat.store import DATABASE_NAME, ConversationStore, StoreError
+from app.window.theme import ThemeManager
+from app.worker.worker import WorkerClient
 
 log = logging.getLogger(__name__)
 # Quitting waits at most this long, in total, for cancelled downloads to clean up and end.
@@ -35,7 +35,7 @@ def configure_application_identity() -> None:
 def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> None:
     """Document drops and Finder/Dock "open with" go to the document feature."""
     try:
-        from app.document_controller import DocumentController
+        from app.documents.controller import DocumentController
 
         documents = DocumentController(window, worker)
     except Exception:  # noqa: BLE001 - chat must still work if the document feature can't start
@@ -50,7 +50,7 @@ def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> N
 def _attach_quick_ask(app: QApplication, window: MainWindow, worker: WorkerClient, settings: Settings):
     """The menu-bar Quick Ask popup, sharing the worker (its jobs queue with the window's)."""
     try:
-        from app.quick_ask import QuickAskController, QuickAskOptions
+        from app.quick_ask.popup import QuickAskController, QuickAskOptions
         from app.settings import sampling_preset
 
         def options() -> QuickAskOptions:
@@ -106,7 +106,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
     if QApplication.instance() is None:
         QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv)
-    from app.file_open import FileOpenCollector
+    from app.documents.file_open import FileOpenCollector
 
     # As early as possible: macOS sends "open this file" events during launch.
     file_opens = FileOpenCollector(app)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 Role = Literal["system", "user", "assistant", "tool"]
+# Every role a message may have (the one list the engine and the chat template check).
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 

@@ -19,7 +19,7 @@ def main() -> int:
         return 2
     from PySide6.QtWidgets import QApplication
 
-    from app.tray import GlobalShortcut, set_dock_icon_visible
+    from app.quick_ask.tray import GlobalShortcut, set_dock_icon_visible
 
     app = QApplication(sys.argv[:1])  # noqa: F841 (NSApplication exists from here on)
     failures = []

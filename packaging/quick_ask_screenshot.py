@@ -57,9 +57,9 @@ def capture_quick_ask(out_dir: Path, theme: str = "light") -> Path:
     from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPixmap
     from PySide6.QtWidgets import QApplication
 
-    from app.quick_ask import QuickAskPopup
-    from app.theme import ThemeManager
-    from app.worker import WorkerClient
+    from app.quick_ask.popup import QuickAskPopup
+    from app.window.theme import ThemeManager
+    from app.worker.worker import WorkerClient
 
     app = QApplication.instance()
     ThemeManager(app, theme)  # type: ignore[arg-type]

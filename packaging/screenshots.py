@@ -231,10 +231,10 @@ def write_demo_pdf(folder: Path) -> Path:
 
 def capture_documents(out_dir: Path, store, settings) -> list[Path]:
     """A PDF dropped on a new chat: the plan panel, then the summary running part by part."""
-    from app.document_controller import DocumentController
-    from app.main_window import MainWindow
-    from app.worker import WorkerClient
-    from mlx_backend.summarize import SummaryOptions
+    from app.documents.controller import DocumentController
+    from app.window.main_window import MainWindow
+    from app.worker.worker import WorkerClient
+    from mlx_backend.documents.summary import SummaryOptions
 
     engine = DocumentDemoEngine()
     worker = WorkerClient(engine_loader=lambda path, progress: engine)
@@ -308,12 +308,12 @@ def capture(out_dir: Path) -> list[Path]:
     from PySide6.QtWidgets import QApplication
 
     from app.gui import configure_application_identity
-    from app.main_window import MainWindow
-    from app.model_manager import InstalledModel, ModelManager
+    from app.window.main_window import MainWindow
+    from app.models.manager import InstalledModel, ModelManager
     from app.settings import Settings
-    from app.store import ConversationStore
-    from app.theme import ThemeManager
-    from app.worker import WorkerClient
+    from app.chat.store import ConversationStore
+    from app.window.theme import ThemeManager
+    from app.worker.worker import WorkerClient
 
     configure_application_identity()
     app = QApplication.instance() or QApplication(sys.argv[:1])

@@ -16,13 +16,13 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from app.chat_controller import TurnContext
-from app.main_window import MainWindow
-from app.message_view import MessageView
-from app.rendering import RenderColors
+from app.chat.controller import TurnContext
+from app.window.main_window import MainWindow
+from app.chat.message_view import MessageView
+from app.chat.rendering import RenderColors
 from app.settings import Settings
-from app.store import DATABASE_NAME, Attachment, ConversationStore, StoredMessage
-from app.worker import WorkerClient
+from app.chat.store import DATABASE_NAME, Attachment, ConversationStore, StoredMessage
+from app.worker.worker import WorkerClient
 from mlx_backend.errors import RequestError
 from mlx_backend.events import (
     AnswerDelta,
@@ -38,7 +38,7 @@ ARGMAX = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
 
 @pytest.fixture(scope="module")
 def worker(qapp, tiny_checkpoint: Path):
-    from mlx_backend.engine import Engine
+    from mlx_backend.generation.engine import Engine
 
     # Small prefill chunks so a long prompt reports progress (and can be stopped) chunk by chunk.
     client = WorkerClient(engine_loader=lambda path, progress: Engine.load(path, progress, prefill_step_size=32))

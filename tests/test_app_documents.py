@@ -12,17 +12,17 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QTextDocument
 from PySide6.QtWidgets import QApplication, QWidget
 
-from app.document_controller import DocumentController
-from app.document_drop import DocumentDropFilter, local_file_paths
-from app.document_widgets import AttachmentChip, SummaryProgressPanel, duration_words
-from app.main_window import MainWindow
+from app.documents.controller import DocumentController
+from app.documents.drop import DocumentDropFilter, local_file_paths
+from app.documents.widgets import AttachmentChip, SummaryProgressPanel, duration_words
+from app.window.main_window import MainWindow
 from app.settings import Settings
-from app.store import ConversationStore
-from app.worker import WorkerClient
-from mlx_backend.documents import Document
-from mlx_backend.engine import Engine
+from app.chat.store import ConversationStore
+from app.worker.worker import WorkerClient
+from mlx_backend.documents.reading import Document
+from mlx_backend.generation.engine import Engine
 from mlx_backend.events import AnswerDelta, ChatMessage, Finished, PrefillProgress
-from mlx_backend.summarize import SummaryOptions, SummaryProgress
+from mlx_backend.documents.summary import SummaryOptions, SummaryProgress
 from tests.support.checkpoints import write_random_checkpoint
 from tests.support.documents import sample_paragraph, write_long_pdf, write_pdf
 

@@ -12,10 +12,10 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QLabel
 
-from app.main_window import MainWindow
+from app.window.main_window import MainWindow
 from app.settings import Settings
-from app.store import DATABASE_NAME, ConversationStore
-from app.worker import WorkerClient
+from app.chat.store import DATABASE_NAME, ConversationStore
+from app.worker.worker import WorkerClient
 from tests.support.paths import REPO_ROOT
 
 
@@ -26,10 +26,10 @@ import json, os, sys, threading
 from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
-import mlx_backend.download
+import mlx_backend.hub.download
 from app.gui import run_gui
-from app.main_window import MainWindow
-from app.model_manager import ModelManager
+from app.window.main_window import MainWindow
+from app.models.manager import ModelManager
 
 seen = {}
 REPO = "mlx-community/Qwen3-0.6B-4bit"
@@ -42,9 +42,9 @@ def slow_download(repo_id, *, progress=None, cancel=None):  # stands in for hugg
     started.set()
     while not cancel.wait(0.02):
         progress(1_000_000, 400_000_000)
-    raise mlx_backend.download.DownloadCancelled("cancelled")
+    raise mlx_backend.hub.download.DownloadCancelled("cancelled")
 
-mlx_backend.download.resolve_model_path = slow_download
+mlx_backend.hub.download.resolve_model_path = slow_download
 
 def inspect_then_quit():
     windows = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
@@ -89,7 +89,7 @@ def test_first_run_opens_the_model_manager_and_quitting_stops_the_worker_and_dow
         "manager_open": True,  # no model chosen yet: the Models window opens on first run
         "app_name": "Qwen Desk",
         "documents_attached": True,
-        "window_icon": True,  # the shipped icon (app.tray.app_icon)
+        "window_icon": True,  # the shipped icon (app.quick_ask.tray.app_icon)
         "quits_with_window": True,  # "menu bar only" is off by default
         "worker_stopped": True,
         "download_started": True,

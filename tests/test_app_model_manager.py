@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from app.model_manager import ModelManager
+from app.models.manager import ModelManager
 from app.settings import Settings
-from mlx_backend.catalog import find
-from mlx_backend.download import DownloadCancelled, list_cached_models
+from mlx_backend.hub.catalog import find
+from mlx_backend.hub.download import DownloadCancelled, list_cached_models
 from tests.support.checkpoints import write_random_checkpoint
 
 GiB = 2**30
@@ -209,9 +209,9 @@ def test_a_local_folder_can_be_added_and_removed_without_deleting_it(qtbot, hf_c
 
 
 def test_first_run_opens_the_manager_pointing_at_the_default(qtbot, hf_cache) -> None:
-    from app.main_window import MainWindow
-    from app.store import ConversationStore
-    from app.worker import WorkerClient
+    from app.window.main_window import MainWindow
+    from app.chat.store import ConversationStore
+    from app.worker.worker import WorkerClient
 
     client = WorkerClient(engine_loader=lambda path, progress: None)
     try:

@@ -9,12 +9,13 @@ import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QKeySequence
 
-from app import gui, tray
-from app.main_window import MainWindow
-from app.preferences import MENU_BAR_ONLY, QUICK_ASK_SHORTCUT, SAMPLING_PRESET, THEME, PreferencesDialog
+from app import gui
+from app.quick_ask import tray
+from app.window.main_window import MainWindow
+from app.window.preferences import MENU_BAR_ONLY, QUICK_ASK_SHORTCUT, SAMPLING_PRESET, THEME, PreferencesDialog
 from app.settings import Settings
-from app.store import ConversationStore
-from app.worker import WorkerClient
+from app.chat.store import ConversationStore
+from app.worker.worker import WorkerClient
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QGuiApplication
 
-from app.quick_ask import QuickAskController, QuickAskOptions, QuickAskPopup
-from app.worker import NO_MODEL_MESSAGE, WorkerClient
+from app.quick_ask.popup import QuickAskController, QuickAskOptions, QuickAskPopup
+from app.worker.worker import NO_MODEL_MESSAGE, WorkerClient
 from mlx_backend.events import (
     AnswerDelta,
     ChatRequest,
@@ -91,7 +91,7 @@ def _answer_and_wait(qtbot, client, popup: QuickAskPopup, question: str, timeout
 
 
 def test_popup_streams_the_answer_of_a_real_model_through_the_shared_worker(qtbot, make_client, tiny_checkpoint):
-    from mlx_backend.engine import Engine
+    from mlx_backend.generation.engine import Engine
 
     client = make_client(load=False)
     with qtbot.waitSignal(client.modelLoaded, timeout=60_000):
@@ -238,7 +238,7 @@ def test_popup_stays_on_screen_under_its_anchor(qtbot, make_client):
 
 
 def test_controller_toggles_the_popup_and_forwards_the_hand_over(qtbot, make_client, monkeypatch):
-    import app.quick_ask as quick_ask
+    import app.quick_ask.popup as quick_ask
 
     client = make_client(ScriptedEngine([AnswerDelta("ok")]))
     controller = QuickAskController(client, options_provider=lambda: QuickAskOptions(max_tokens=5))
@@ -264,7 +264,7 @@ def test_controller_toggles_the_popup_and_forwards_the_hand_over(qtbot, make_cli
 # --- the platform layer (app/tray.py): what can be checked without a Mac ---------------------
 
 def test_shortcuts_map_to_carbon_key_codes_and_modifiers(qapp):
-    from app.tray import MacHotKey, parse_shortcut
+    from app.quick_ask.tray import MacHotKey, parse_shortcut
 
     option, cmd, shift, control = 1 << 11, 1 << 8, 1 << 9, 1 << 12
     assert parse_shortcut("Alt+Space") == MacHotKey(49, option)
@@ -279,7 +279,7 @@ def test_shortcuts_map_to_carbon_key_codes_and_modifiers(qapp):
      ("Alt+Left", "cannot be used"), ("Alt+A, Alt+B", "single key combination"), ("", "single")],
 )
 def test_unusable_shortcuts_are_refused_with_a_reason(qapp, shortcut, problem):
-    from app.tray import parse_shortcut
+    from app.quick_ask.tray import parse_shortcut
 
     with pytest.raises(ValueError, match=problem):
         parse_shortcut(shortcut)
@@ -287,7 +287,7 @@ def test_unusable_shortcuts_are_refused_with_a_reason(qapp, shortcut, problem):
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="checks the non-macOS fallback")
 def test_platform_calls_decline_cleanly_off_macos(qtbot, make_client):
-    from app.tray import set_dock_icon_visible
+    from app.quick_ask.tray import set_dock_icon_visible
 
     assert set_dock_icon_visible(False) is False
     controller = QuickAskController(make_client(load=False), use_menu_bar_icon=False)
@@ -300,7 +300,7 @@ def test_platform_calls_decline_cleanly_off_macos(qtbot, make_client):
 
 
 def test_shipped_icons_load(qapp):
-    from app.tray import app_icon, menu_bar_icon
+    from app.quick_ask.tray import app_icon, menu_bar_icon
 
     icon = app_icon()
     assert not icon.isNull()

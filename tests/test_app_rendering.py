@@ -12,7 +12,7 @@ from PySide6.QtCore import QUrl
 from PySide6.QtGui import QColor, QImage, QTextDocument, QTextFrame
 from PySide6.QtWidgets import QApplication
 
-from app.rendering import RenderColors, SafeDocument, SafeTextView, monospace_font
+from app.chat.rendering import RenderColors, SafeDocument, SafeTextView, monospace_font
 
 
 @pytest.fixture

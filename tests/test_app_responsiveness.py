@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QTimer
 
-from app.main_window import MainWindow
+from app.window.main_window import MainWindow
 from app.settings import Settings
-from app.store import DATABASE_NAME, ConversationStore
-from app.worker import WorkerClient
+from app.chat.store import DATABASE_NAME, ConversationStore
+from app.worker.worker import WorkerClient
 from mlx_backend.events import SamplingParams
 from tests.support.checkpoints import write_random_checkpoint
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.event_batching import BatchedAnswerDelta, BatchedThinkingDelta, EventBatcher
-from app.worker import NO_MODEL_MESSAGE, WorkerClient, _JobQueue, _QueuedJob
+from app.worker.batching import BatchedAnswerDelta, BatchedThinkingDelta, EventBatcher
+from app.worker.worker import NO_MODEL_MESSAGE, WorkerClient, _JobQueue, _QueuedJob
 from mlx_backend.errors import RequestError
 from mlx_backend.events import (
     AnswerDelta,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlx_backend.catalog import CATALOG, find, recommended_default
+from mlx_backend.hub.catalog import CATALOG, find, recommended_default
 
 GB = 1e9
 GiB = 2**30

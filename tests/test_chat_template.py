@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlx_backend.chat_template import ChatTemplate
+from mlx_backend.text.chat_template import ChatTemplate
 from mlx_backend.errors import ModelLoadError, RequestError
 from mlx_backend.events import ChatMessage
-from mlx_backend.tokenizer import Qwen3Tokenizer
+from mlx_backend.text.tokenizer import Qwen3Tokenizer
 from tests.support.tokenizers import (
     QWEN3_FIXTURES_MISSING_REASON,
     QWEN3_HYBRID_CHAT_TEMPLATE,

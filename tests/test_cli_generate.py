@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlx_backend import cli
-from mlx_backend.engine import Engine
+from mlx_backend.commands import cli
+from mlx_backend.generation.engine import Engine
 from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, Finished, SamplingParams, ThinkingDelta
 from tests.support.checkpoints import write_random_checkpoint
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mlx_backend.cli import main
-from mlx_backend.documents import read_document
-from mlx_backend.engine import Engine
+from mlx_backend.commands.cli import main
+from mlx_backend.documents.reading import read_document
+from mlx_backend.generation.engine import Engine
 from mlx_backend.events import AnswerDelta
-from mlx_backend.summarize import SummaryOptions, plan_for_engine, run_summary
+from mlx_backend.documents.summary import SummaryOptions, plan_for_engine, run_summary
 from tests.support.checkpoints import write_random_checkpoint
 from tests.support.documents import sample_paragraph, write_encrypted_pdf, write_long_pdf
 

@@ -17,8 +17,8 @@ from mlx_lm.utils import load_model as mlx_lm_load_model
 
 from mlx_backend.commands import convert as convert_command
 from mlx_backend.errors import ModelLoadError
-from mlx_backend.loading import load_model
-from mlx_backend.quantize import ConversionError, convert
+from mlx_backend.loading.loader import load_model
+from mlx_backend.loading.quantize import ConversionError, convert
 from tests.support.checkpoints import write_random_checkpoint
 from tests.support.model_fixtures import tiny_checkpoint  # noqa: F401
 
@@ -50,7 +50,7 @@ def test_dense_conversion_loads_identically_here_and_in_mlx_lm(tmp_path, tiny_ch
 
 
 def test_mlx_lm_loads_the_converted_folder_with_its_tokenizer(tmp_path, tiny_checkpoint):
-    from mlx_backend.tokenizer import Qwen3Tokenizer
+    from mlx_backend.text.tokenizer import Qwen3Tokenizer
 
     dst = convert(tiny_checkpoint, tmp_path / "q4", bits=4)
     model, tokenizer = mlx_lm_load(str(dst))

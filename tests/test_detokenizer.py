@@ -7,8 +7,8 @@ import unicodedata
 
 import pytest
 
-from mlx_backend.detokenizer import byte_level_alphabet, token_bytes
-from mlx_backend.tokenizer import Qwen3Tokenizer
+from mlx_backend.text.detokenizer import byte_level_alphabet, token_bytes
+from mlx_backend.text.tokenizer import Qwen3Tokenizer
 from tests.support.paths import QWEN3_TOKENIZER_DIR
 from tests.support.tokenizers import (
     QWEN3_FIXTURES_MISSING_REASON,

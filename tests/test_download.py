@@ -12,15 +12,15 @@ import pytest
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 
-from mlx_backend import download
-from mlx_backend.download import (
+from mlx_backend.hub import download
+from mlx_backend.hub.download import (
     DownloadCancelled,
     delete_cached_model,
     list_cached_models,
     resolve_model_path,
 )
 from mlx_backend.errors import DownloadError, ModelLoadError
-from mlx_backend.loading import load
+from mlx_backend.loading.loader import load
 from tests.support.checkpoints import write_random_checkpoint
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

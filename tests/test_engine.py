@@ -17,7 +17,7 @@ import pytest
 from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import QuantizedKVCache
 
-from mlx_backend.engine import Engine, StopSequences
+from mlx_backend.generation.engine import Engine, StopSequences
 from mlx_backend.errors import ContextOverflowError, RequestError
 from mlx_backend.events import (
     AnswerDelta,
@@ -29,11 +29,11 @@ from mlx_backend.events import (
     SamplingParams,
     ThinkingDelta,
 )
-from mlx_backend.loading import load
-from mlx_backend.memory import model_nbytes
+from mlx_backend.loading.loader import load
+from mlx_backend.memory.planner import model_nbytes
 from mlx_backend.models import current_rope_scaling
-from mlx_backend.prompt_cache import common_prefix_length
-from mlx_backend.sampling import NON_THINKING_PRESET, THINKING_PRESET
+from mlx_backend.generation.prompt_cache import common_prefix_length
+from mlx_backend.generation.sampling import NON_THINKING_PRESET, THINKING_PRESET
 from tests.support.checkpoints import write_random_checkpoint
 
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)

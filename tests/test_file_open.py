@@ -9,7 +9,7 @@ from PySide6.QtCore import QCoreApplication, QUrl
 from PySide6.QtGui import QFileOpenEvent
 from PySide6.QtWidgets import QApplication
 
-from app.file_open import FileOpenCollector
+from app.documents.file_open import FileOpenCollector
 
 
 @pytest.fixture

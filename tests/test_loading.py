@@ -14,8 +14,8 @@ from mlx_lm.utils import load_model as mlx_lm_load_model
 from mlx_lm.utils import quantize_model, save_model
 
 from mlx_backend.errors import ModelLoadError
-from mlx_backend.loading import load, load_model
-from mlx_backend.quantize import convert
+from mlx_backend.loading.loader import load, load_model
+from mlx_backend.loading.quantize import convert
 from tests.support.checkpoints import write_random_checkpoint
 from tests.support.model_fixtures import tiny_checkpoint, tiny_moe_checkpoint  # noqa: F401
 

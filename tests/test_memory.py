@@ -9,9 +9,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
-from mlx_backend import memory
-from mlx_backend.loading import load_model
-from mlx_backend.memory import (
+from mlx_backend.memory import planner as memory
+from mlx_backend.loading.loader import load_model
+from mlx_backend.memory.planner import (
     count_parameters,
     estimate_kv_cache_bytes,
     estimate_weights_bytes,

@@ -17,7 +17,7 @@ from mlx_lm.generate import generate_step
 from mlx_lm.utils import load_model as mlx_lm_load_model
 from transformers import AutoModelForCausalLM
 
-from mlx_backend.loading import load_model
+from mlx_backend.loading.loader import load_model
 from mlx_backend.models import current_rope_scaling, set_rope_scaling
 from tests.support.checkpoints import write_random_checkpoint
 

@@ -9,7 +9,7 @@ import mlx.core as mx
 import pytest
 from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
-from mlx_backend.prompt_cache import PromptCacheStore, common_prefix_length
+from mlx_backend.generation.prompt_cache import PromptCacheStore, common_prefix_length
 
 LAYERS = 2
 

@@ -7,7 +7,7 @@ import pytest
 
 from mlx_backend.errors import RequestError
 from mlx_backend.events import SamplingParams
-from mlx_backend.sampling import (
+from mlx_backend.generation.sampling import (
     NON_THINKING_PRESET,
     THINKING_PRESET,
     make_request_logits_processors,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store import (
+from app.chat.store import (
     SCHEMA_VERSION,
     Attachment,
     ConversationStore,

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from mlx_backend.documents import Document, read_document
-from mlx_backend.engine import Engine
+from mlx_backend.documents.reading import Document, read_document
+from mlx_backend.generation.engine import Engine
 from mlx_backend.errors import ContextOverflowError, DocumentError
 from mlx_backend.events import AnswerDelta, Failed, Finished, PrefillProgress
-from mlx_backend.memory import (
+from mlx_backend.memory.planner import (
     RUNTIME_OVERHEAD_BYTES,
     TIGHT_FRACTION,
     estimate_kv_cache_bytes,
     estimate_weights_bytes,
 )
-from mlx_backend.summarize import (
+from mlx_backend.documents.summary import (
     ModelFacts,
     PartSummary,
     SummaryOptions,

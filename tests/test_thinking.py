@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlx_backend.events import AnswerDelta, ThinkingDelta
-from mlx_backend.thinking import ThinkingParser, ends_inside_thinking, resolve_thinking, soft_switch
-from mlx_backend.tokenizer import Qwen3Tokenizer
+from mlx_backend.text.thinking import ThinkingParser, ends_inside_thinking, resolve_thinking, soft_switch
+from mlx_backend.text.tokenizer import Qwen3Tokenizer
 from tests.support.tokenizers import write_tiny_tokenizer
 
 

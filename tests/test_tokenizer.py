@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlx_backend.errors import ModelLoadError, RequestError
-from mlx_backend.tokenizer import Qwen3Tokenizer
+from mlx_backend.text.tokenizer import Qwen3Tokenizer
 from tests.support.paths import QWEN3_TOKENIZER_DIR
 from tests.support.tokenizers import (
     QWEN3_ADDED_TOKENS,

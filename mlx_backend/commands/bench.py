@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import QwenDeskError
+from mlx_backend.errors import QwenDeskError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..quantize import DTYPES, SUPPORTED_GROUP_SIZES, convert
+from mlx_backend.loading.quantize import DTYPES, SUPPORTED_GROUP_SIZES, convert
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

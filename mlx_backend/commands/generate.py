@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from typing import TextIO
 
-from ..events import (
+from mlx_backend.events import (
     AnswerDelta,
     ChatMessage,
     ChatRequest,
@@ -21,8 +21,8 @@ from ..events import (
     Finished,
     ThinkingDelta,
 )
-from ..sampling import preset_for
-from ..thinking import resolve_thinking
+from mlx_backend.generation.sampling import preset_for
+from mlx_backend.text.thinking import resolve_thinking
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
@@ -85,7 +85,7 @@ def build_request(args: argparse.Namespace, prompt: str, thinking_mode: str) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import Engine  # MLX is imported only when a command needs it
+    from mlx_backend.generation.engine import Engine  # MLX is imported only when a command needs it
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     engine = Engine.load(args.model)

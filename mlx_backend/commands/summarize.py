@@ -12,10 +12,10 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ..documents import MAX_DOCUMENT_BYTES, read_documents
-from ..errors import DocumentError, QwenDeskError
-from ..events import AnswerDelta, Failed, Finished, PrefillProgress, ThinkingDelta
-from ..summarize import (
+from mlx_backend.documents.reading import MAX_DOCUMENT_BYTES, read_documents
+from mlx_backend.errors import DocumentError, QwenDeskError
+from mlx_backend.events import AnswerDelta, Failed, Finished, PrefillProgress, ThinkingDelta
+from mlx_backend.documents.summary import (
     PartSummary,
     SummaryOptions,
     SummaryProgress,
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         # Summarizing only some of the files asked for would be a silent surprise.
         raise DocumentError(" ".join(failure.message for failure in batch.failures))
 
-    from ..engine import Engine  # MLX loads only once the documents are known to be readable
+    from mlx_backend.generation.engine import Engine  # MLX loads only once the documents are known to be readable
 
     print(f"Loading {args.model}…", file=err, flush=True)
     engine = Engine.load(args.model, progress=_download_progress(err))

@@ -2,8 +2,8 @@
 
 from types import ModuleType
 
-from . import qwen3, qwen3_moe
-from .rope import current_rope_scaling, set_rope_scaling
+from mlx_backend.models import qwen3, qwen3_moe
+from mlx_backend.models.rope import current_rope_scaling, set_rope_scaling
 
 # config.json ``model_type`` -> the module holding its ModelArgs and Model.
 ARCHITECTURES: dict[str, ModuleType] = {"qwen3": qwen3, "qwen3_moe": qwen3_moe}

@@ -16,7 +16,7 @@ import mlx.nn as nn
 from mlx_lm.models.activations import swiglu
 from mlx_lm.models.base import BaseModelArgs, create_attention_mask, scaled_dot_product_attention
 
-from .rope import freeze_scaling, make_rope, normalize_rope_scaling
+from mlx_backend.models.rope import freeze_scaling, make_rope, normalize_rope_scaling
 
 DEFAULT_ROPE_THETA = 10000.0  # transformers' Qwen3Config default
 

@@ -39,7 +39,7 @@ def qwen3_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_model(tiny_checkpoint: Path):
     """(model, tokenizer) freshly loaded from ``tiny_checkpoint``."""
-    from mlx_backend.loading import load
+    from mlx_backend.loading.loader import load
 
     return load(tiny_checkpoint)
 
@@ -47,6 +47,6 @@ def tiny_model(tiny_checkpoint: Path):
 @pytest.fixture
 def tiny_moe_model(tiny_moe_checkpoint: Path):
     """(model, tokenizer) freshly loaded from ``tiny_moe_checkpoint``."""
-    from mlx_backend.loading import load
+    from mlx_backend.loading.loader import load
 
     return load(tiny_moe_checkpoint)

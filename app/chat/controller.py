@@ -1,0 +1,440 @@
+"""The chat logic between the window, the store and the worker (GUI thread, no widgets built here).
+
+One turn at a time per window: ``send`` stores the user's message, creates the assistant's
+message (status ``interrupted`` until it finishes normally, so a crash leaves it labelled
+correctly), queues a job on the worker and streams its events into the transcript and, every
+second, into the store.
+
+Extension points for other features (documents):
+- ``set_job_builder(builder)``: decide the job for a turn (e.g. summarise the attached documents)
+  instead of a plain chat request; return None to fall back to chat.
+- ``send(text, attachments)``: a user message with attachment chips.
+- ``stream_assistant_answer(job)``: stream any job's events as a new assistant message in the
+  current conversation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from app.worker.batching import delta_count
+from app.chat.message_view import MessageView
+from app.settings import Settings, sampling_preset
+from app.chat.store import DEFAULT_TITLE, Attachment, ConversationStore, StoredMessage
+from app.chat.transcript import TranscriptView
+from app.worker.worker import Job, WorkerClient, chat_job
+from mlx_backend.events import (
+    AnswerDelta,
+    ChatMessage,
+    ChatRequest,
+    Failed,
+    Finished,
+    PrefillProgress,
+    ThinkingDelta,
+)
+
+SAVE_INTERVAL_MS = 1000
+# How often the status bar's live figures (tokens/s, context) move while an answer streams.
+LIVE_STATS_INTERVAL_S = 0.5
+TITLE_MAX_CHARS = 48
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What a job builder gets: the conversation so far and the plain chat request for it."""
+
+    conversation_id: str
+    history: tuple[StoredMessage, ...]  # ends with the user message being answered
+    request: ChatRequest
+
+
+JobBuilder = Callable[[TurnContext], Optional[Job]]
+
+
+@dataclass
+class _Turn:
+    job_id: str
+    conversation_id: str
+    message_id: int
+    answer: str = ""
+    thinking: str = ""
+    started_at: float = field(default_factory=time.monotonic)
+    thinking_started_at: Optional[float] = None
+    thinking_s: Optional[float] = None
+    finish_reason: Optional[str] = None
+    stats: Optional[dict[str, Any]] = None
+    error: str = ""
+    cancel_requested: bool = False
+    dirty: bool = False
+    # Live figures while streaming (the engine's exact stats replace them at the end).
+    prompt_floor: int = 0  # the previous answer's prompt: this prompt holds all of it
+    prompt_tokens: Optional[int] = None
+    deltas: int = 0  # engine deltas so far, about one per token
+    first_delta_at: Optional[float] = None
+    live_emitted_at: float = float("-inf")
+
+
+def forget_conversation_job(conversation_id: str) -> Job:
+    """Drop the engine's prompt cache of a deleted conversation (no model loaded: nothing to do)."""
+
+    def job(engine: Any, _cancel: Any) -> Iterable[object]:
+        if engine is not None and hasattr(engine, "forget_conversation"):
+            engine.forget_conversation(conversation_id)
+        return ()
+
+    return job
+
+
+def _last_prompt_tokens(history: Iterable[StoredMessage]) -> int:
+    for message in reversed(tuple(history)):
+        if message.role == "assistant" and message.stats:
+            return int(message.stats.get("prompt_tokens") or 0)
+    return 0
+
+
+def title_from(text: str) -> str:
+    words = " ".join(text.split())
+    if len(words) <= TITLE_MAX_CHARS:
+        return words or DEFAULT_TITLE
+    return words[:TITLE_MAX_CHARS].rsplit(" ", 1)[0].rstrip(",.;:") + "\u2026"
+
+
+class ChatController(QObject):
+    generatingChanged = Signal(bool)
+    # Stats of the finished answer (GenerationStats fields, finish_reason, thinking_s).
+    statsChanged = Signal(dict)
+    # While an answer streams, about twice a second: prompt_tokens (once known),
+    # generation_tokens, generation_tps and ttft_s as measured here so far.
+    liveStatsChanged = Signal(dict)
+    # The conversation shown changed (None: a new, unsaved chat).
+    conversationChanged = Signal(object)
+    # A conversation was created or retitled (the sidebar refreshes).
+    conversationsChanged = Signal()
+    # Events other than the five standard ones (e.g. a document job's own progress).
+    otherEvent = Signal(str, object)
+    # A turn ended: (conversation id, assistant message id, status).
+    turnFinished = Signal(str, int, str)
+
+    def __init__(
+        self,
+        store: ConversationStore,
+        worker: WorkerClient,
+        transcript: TranscriptView,
+        settings: Settings,
+        parent: Optional[QObject] = None,
+    ) -> None:
+        super().__init__(parent)
+        self._store = store
+        self._worker = worker
+        self._transcript = transcript
+        self._settings = settings
+        self._conversation_id: Optional[str] = None
+        self._turn: Optional[_Turn] = None
+        self._job_builder: Optional[JobBuilder] = None
+        self._ids = itertools.count(1)
+        self._save_timer = QTimer(self)
+        self._save_timer.setInterval(SAVE_INTERVAL_MS)
+        self._save_timer.timeout.connect(self._save_partial)
+        worker.jobStarted.connect(self._on_job_started)
+        worker.jobEvent.connect(self._on_job_event)
+        worker.jobFailed.connect(self._on_job_failed)
+        worker.jobFinished.connect(self._on_job_finished)
+        transcript.regenerateRequested.connect(self.regenerate)
+        transcript.editSubmitted.connect(self.edit_and_resend)
+
+    # ------------------------------------------------------------- state
+    @property
+    def conversation_id(self) -> Optional[str]:
+        return self._conversation_id
+
+    @property
+    def generating(self) -> bool:
+        return self._turn is not None
+
+    @property
+    def current_job_id(self) -> Optional[str]:
+        return self._turn.job_id if self._turn else None
+
+    @property
+    def streaming_view(self) -> Optional[MessageView]:
+        """The answer being streamed, if it is in the conversation on screen."""
+        return self._view()
+
+    def set_job_builder(self, builder: Optional[JobBuilder]) -> None:
+        self._job_builder = builder
+
+    # ------------------------------------------------------ conversations
+    def open_conversation(self, conversation_id: Optional[str]) -> None:
+        if conversation_id is not None and self._store.conversation(conversation_id) is None:
+            conversation_id = None
+        self._save_partial()  # what the store holds must match what the view rebuilds from
+        self._conversation_id = conversation_id
+        messages = self._store.messages(conversation_id) if conversation_id else []
+        self._transcript.set_messages(messages)
+        turn = self._turn
+        if turn is not None and turn.conversation_id == conversation_id:
+            view = self._transcript.view_for(turn.message_id)
+            if view is not None:
+                view.begin_streaming()
+                view.show_prefill(0, 0, None)
+        self._transcript.set_busy(self._turn is not None and self._turn.conversation_id == conversation_id)
+        if conversation_id:
+            self._settings.last_conversation = conversation_id
+        self.conversationChanged.emit(conversation_id)
+
+    def new_conversation(self) -> None:
+        """An empty chat; it is stored when the first message is sent."""
+        self.open_conversation(None)
+
+    def conversation_deleted(self, conversation_id: str) -> None:
+        if self._turn is not None and self._turn.conversation_id == conversation_id:
+            self.stop()
+        self._worker.submit(f"forget-{next(self._ids)}", forget_conversation_job(conversation_id), needs_model=False)
+        if self._conversation_id == conversation_id:
+            self.open_conversation(None)
+
+    # ---------------------------------------------------------------- turns
+    def send(self, text: str, attachments: Iterable[Attachment] = ()) -> Optional[int]:
+        """Store a user message in the current conversation and answer it. Returns its id."""
+        attachments = tuple(attachments)
+        text = text.strip()
+        if self._turn is not None or not (text or attachments):
+            return None
+        if self._conversation_id is None:
+            title = title_from(text) if text else attachments[0].name
+            conversation = self._store.create_conversation(title, model=self._worker.model_name or None)
+            self._conversation_id = conversation.id
+            self._settings.last_conversation = conversation.id
+            self.conversationsChanged.emit()
+            self.conversationChanged.emit(conversation.id)
+        message = self._store.add_message(self._conversation_id, "user", text, attachments=attachments)
+        self._transcript.add_message(message)
+        self._start_turn()
+        return message.id
+
+    def regenerate(self, message_id: int) -> None:
+        """Answer the last user message again, replacing the assistant message ``message_id``."""
+        if self._turn is not None or self._conversation_id is None:
+            return
+        message = self._store.message(message_id)
+        if message is None or message.role != "assistant" or message.conversation_id != self._conversation_id:
+            return
+        self._store.delete_messages_from(self._conversation_id, message_id)
+        self._transcript.remove_from(message_id)
+        self._start_turn()
+
+    def edit_and_resend(self, message_id: int, text: str) -> None:
+        """Replace a user message (and everything after it) with ``text`` and answer it."""
+        text = text.strip()
+        if self._turn is not None or self._conversation_id is None or not text:
+            return
+        message = self._store.message(message_id)
+        if message is None or message.role != "user" or message.conversation_id != self._conversation_id:
+            return
+        self._store.delete_messages_from(self._conversation_id, message_id)
+        self._transcript.remove_from(message_id)
+        replacement = self._store.add_message(self._conversation_id, "user", text, attachments=message.attachments)
+        self._transcript.add_message(replacement)
+        self._start_turn()
+
+    def import_exchange(self, question: str, answer: str) -> str:
+        """Store a finished question and answer (e.g. from Quick Ask) as a new chat and open it."""
+        conversation = self._store.create_conversation(title_from(question), model=self._worker.model_name or None)
+        self._store.add_message(conversation.id, "user", question)
+        self._store.add_message(conversation.id, "assistant", answer)
+        self.conversationsChanged.emit()
+        self.open_conversation(conversation.id)
+        return conversation.id
+
+    def stream_assistant_answer(self, job: Job, *, needs_model: bool = True) -> Optional[str]:
+        """Stream ``job``'s events as a new assistant message in the current conversation."""
+        if self._turn is not None:
+            return None
+        if self._conversation_id is None:
+            conversation = self._store.create_conversation(DEFAULT_TITLE, model=self._worker.model_name or None)
+            self._conversation_id = conversation.id
+            self.conversationsChanged.emit()
+            self.conversationChanged.emit(conversation.id)
+        return self._start_turn(job, needs_model=needs_model)
+
+    def stop(self) -> bool:
+        if self._turn is None:
+            return False
+        self._turn.cancel_requested = True
+        return self._worker.cancel(self._turn.job_id)
+
+    def build_request(self, history: list[StoredMessage]) -> ChatRequest:
+        messages: list[ChatMessage] = []
+        system = self._settings.system_prompt.strip()
+        if system:
+            messages.append(ChatMessage("system", system))
+        for message in history:
+            if message.role == "assistant" and (message.status == "error" or not message.content.strip()):
+                continue  # a failed or empty answer is not something the model said
+            if message.role in ("user", "assistant"):
+                messages.append(ChatMessage(message.role, message.content))
+        info = self._worker.model_info
+        hybrid = getattr(info, "thinking_mode", "hybrid") == "hybrid"
+        return ChatRequest(
+            messages=tuple(messages),
+            conversation_id=self._conversation_id,
+            enable_thinking=self._settings.thinking_enabled if hybrid else None,
+            sampling=sampling_preset(self._settings.sampling_preset).params,
+        )
+
+    def _start_turn(self, job: Optional[Job] = None, *, needs_model: bool = True) -> str:
+        assert self._conversation_id is not None
+        history = self._store.messages(self._conversation_id)
+        if job is None:
+            request = self.build_request(history)
+            if self._job_builder is not None:
+                job = self._job_builder(TurnContext(self._conversation_id, tuple(history), request))
+            if job is None:
+                job = chat_job(request)
+        placeholder = self._store.add_message(self._conversation_id, "assistant", "", status="interrupted")
+        view = self._transcript.add_message(placeholder)
+        view.begin_streaming()
+        job_id = f"chat-{next(self._ids)}"
+        self._turn = _Turn(job_id, self._conversation_id, placeholder.id, prompt_floor=_last_prompt_tokens(history))
+        self._transcript.set_busy(True)
+        self._save_timer.start()
+        self.generatingChanged.emit(True)
+        self._worker.submit(job_id, job, needs_model=needs_model)
+        return job_id
+
+    # --------------------------------------------------------------- events
+    def _view(self) -> Optional[MessageView]:
+        turn = self._turn
+        if turn is None or turn.conversation_id != self._conversation_id:
+            return None
+        return self._transcript.view_for(turn.message_id)
+
+    def _on_job_started(self, job_id: str) -> None:
+        if self._turn is None or job_id != self._turn.job_id:
+            return
+        self._turn.started_at = time.monotonic()
+
+    def _on_job_event(self, job_id: str, event: object) -> None:
+        turn = self._turn
+        if turn is None or job_id != turn.job_id:
+            return
+        view = self._view()
+        if isinstance(event, (AnswerDelta, ThinkingDelta)):
+            self._count_deltas(turn, delta_count(event))
+        if isinstance(event, AnswerDelta):
+            if turn.thinking_started_at is not None and turn.thinking_s is None:
+                turn.thinking_s = time.monotonic() - turn.thinking_started_at
+            turn.answer += event.text
+            turn.dirty = True
+            if view:
+                view.append_answer(event.text)
+        elif isinstance(event, ThinkingDelta):
+            if turn.thinking_started_at is None:
+                turn.thinking_started_at = time.monotonic()
+            turn.thinking += event.text
+            turn.dirty = True
+            if view:
+                view.append_thinking(event.text)
+        elif isinstance(event, PrefillProgress):
+            if view:
+                view.show_prefill(event.done, event.total, event.eta_s)
+            if turn.prompt_tokens is None and event.total > 0:
+                # ``total`` leaves out what the prompt cache already holds: never below the
+                # previous prompt, which this one contains.
+                turn.prompt_tokens = max(event.total, turn.prompt_floor)
+                self._emit_live_stats(turn, force=True)
+        elif isinstance(event, Finished):
+            turn.finish_reason = event.reason
+            turn.stats = {**dataclasses.asdict(event.stats), "finish_reason": event.reason}
+            # The answer is complete now. The job may go on a little (the engine re-encodes the
+            # reply into the conversation's cache for the next turn); the user needn't wait.
+            self._complete_turn(turn)
+        elif isinstance(event, Failed):
+            turn.error = event.message
+        else:
+            self.otherEvent.emit(job_id, event)
+
+    def _count_deltas(self, turn: _Turn, count: int) -> None:
+        now = time.monotonic()
+        first = turn.first_delta_at is None
+        if first:
+            turn.first_delta_at = now
+        turn.deltas += count
+        self._emit_live_stats(turn, force=first)
+
+    def _emit_live_stats(self, turn: _Turn, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if turn.conversation_id != self._conversation_id:
+            return  # the status bar speaks for the chat on screen
+        if not force and now - turn.live_emitted_at < LIVE_STATS_INTERVAL_S:
+            return
+        turn.live_emitted_at = now
+        stats: dict[str, Any] = {"generation_tokens": turn.deltas}
+        if turn.prompt_tokens is not None:
+            stats["prompt_tokens"] = turn.prompt_tokens
+        if turn.first_delta_at is not None:
+            stats["ttft_s"] = turn.first_delta_at - turn.started_at
+            elapsed = now - turn.first_delta_at
+            if turn.deltas > 1 and elapsed > 0:
+                # Like the engine: the tokens after the first over the time they took.
+                stats["generation_tps"] = (turn.deltas - 1) / elapsed
+        self.liveStatsChanged.emit(stats)
+
+    def _on_job_failed(self, job_id: str, message: str) -> None:
+        if self._turn is not None and job_id == self._turn.job_id:
+            self._turn.error = message
+
+    def _on_job_finished(self, job_id: str) -> None:
+        turn = self._turn
+        if turn is None or job_id != turn.job_id:
+            return  # already completed at its Finished event, or not ours
+        self._complete_turn(turn)
+
+    def _complete_turn(self, turn: _Turn) -> None:
+        if turn.thinking_started_at is not None and turn.thinking_s is None:
+            turn.thinking_s = time.monotonic() - turn.thinking_started_at
+        if turn.error or turn.finish_reason == "error":
+            status = "error"
+        elif turn.finish_reason == "cancelled" or (turn.cancel_requested and turn.finish_reason is None):
+            status = "interrupted"
+        else:
+            status = "complete"
+        stats = dict(turn.stats or {})
+        if turn.thinking_s is not None:
+            stats["thinking_s"] = round(turn.thinking_s, 2)
+        self._store.update_message(
+            turn.message_id,
+            content=turn.answer,
+            thinking=turn.thinking,
+            status=status,  # type: ignore[arg-type]
+            stats=stats or None,
+            error=turn.error or ("The answer failed." if status == "error" else ""),
+        )
+        view = self._view()
+        self._turn = None
+        self._save_timer.stop()
+        if view is not None:
+            view.finish(status, stats or None, turn.error)
+        if turn.conversation_id == self._conversation_id:
+            self._transcript.set_busy(False)
+        self.generatingChanged.emit(False)
+        if stats:
+            self.statsChanged.emit(stats)
+        self.turnFinished.emit(turn.conversation_id, turn.message_id, status)
+
+    def _save_partial(self) -> None:
+        turn = self._turn
+        if turn is None or not turn.dirty:
+            return
+        self._store.update_message(turn.message_id, content=turn.answer, thinking=turn.thinking)
+        turn.dirty = False
+
+    def flush(self) -> None:
+        """Save the streaming answer now (before quitting)."""
+        self._save_partial()

@@ -1,0 +1,584 @@
+"""The main window: sidebar of chats, the transcript, the composer, menus and the status bar.
+
+Owns no model and runs no MLX: it talks to the worker through ``WorkerClient`` and to the
+conversation logic through ``ChatController``.
+
+Extension points for the document feature (DOCS):
+- ``add_bottom_panel(widget)``: a panel between the transcript and the composer.
+- ``attach_drop_handler(handler)``: ``handler(paths: list[str])`` is called for local files
+  dropped on the transcript or the composer (drops are refused until a handler is attached);
+  ``filesDropped(list)`` is the same as a signal.
+- ``composer.add_attachment(Attachment)``: a chip that is sent with the next message.
+- ``chat.send(text, attachments)``, ``chat.set_job_builder(builder)``,
+  ``chat.stream_assistant_answer(job)``: see ``ChatController``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.chat.controller import ChatController
+from app.chat.composer import Composer
+from app.chat.conversation_list import ConversationList
+from app.window.preferences import SAMPLING_PRESET, THEME, PreferencesDialog, ShortcutApplier
+from app.chat.rendering import RenderColors
+from app.settings import SAMPLING_PRESETS, Settings
+from app.window.status_panel import StatusPanel, display_name
+from app.chat.store import ConversationStore
+from app.chat.transcript import TranscriptView
+from app.worker.worker import LoadProgress, WorkerClient
+
+MANAGE_MODELS = "__manage__"
+
+
+class MainWindow(QMainWindow):
+    filesDropped = Signal(list)
+    # A setting changed in the Settings window (a ``app.window.preferences`` name, e.g. "menu_bar_only").
+    preferencesChanged = Signal(str)
+
+    def __init__(
+        self,
+        store: ConversationStore,
+        worker: WorkerClient,
+        settings: Settings,
+        *,
+        model_manager_factory: Optional[Callable[["MainWindow"], object]] = None,
+        parent: Optional[QWidget] = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Qwen Desk")
+        self.setUnifiedTitleAndToolBarOnMac(True)
+        self.resize(1100, 760)
+        self.setMinimumSize(QSize(640, 420))
+        self.store = store
+        self.worker = worker
+        self.settings = settings
+        self._model_manager_factory = model_manager_factory
+        self._model_manager = None
+        self._drop_handlers: list[Callable[[list[str]], None]] = []
+        self._preferences: Optional[PreferencesDialog] = None
+        # Set by app.gui once Quick Ask is up: what the Settings window can offer.
+        self.menu_bar_available = False
+        self.shortcuts_supported = False
+        self.shortcut_applier: Optional[ShortcutApplier] = None
+
+        colors = RenderColors.from_palette(self.palette())
+        self.sidebar = ConversationList(store, self)
+        self.transcript = TranscriptView(colors, self)
+        self.composer = Composer(self)
+        self.status_panel = StatusPanel(self)
+        self.setStatusBar(self.status_panel)
+        self.chat = ChatController(store, worker, self.transcript, settings, self)
+        self._build_top_bar()
+        self._build_layout()
+        self._build_menus()
+        self._connect()
+        self.sidebar.refresh()
+        self._refresh_model_picker()
+        self.status_panel.show_model(worker.model_info, worker.model_name)
+        self._update_thinking_toggle()
+        if settings.window_geometry.size():
+            self.restoreGeometry(settings.window_geometry)
+        if settings.splitter_state.size():
+            self.splitter.restoreState(settings.splitter_state)
+
+    # --------------------------------------------------------------- layout
+    def _build_top_bar(self) -> None:
+        self.top_bar = QWidget(self)
+        self.top_bar.setObjectName("TopBar")
+        self.top_bar.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.model_picker = QComboBox(self.top_bar)
+        self.model_picker.setObjectName("ModelPicker")
+        self.model_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.model_picker.setToolTip("Model (\u2318K)")
+        self.model_picker.setMinimumContentsLength(18)
+        self.thinking_toggle = QPushButton("Thinking", self.top_bar)
+        self.thinking_toggle.setObjectName("ThinkingToggle")
+        self.thinking_toggle.setCheckable(True)
+        self.thinking_toggle.setChecked(self.settings.thinking_enabled)
+        self.thinking_toggle.setToolTip("Let the model think before it answers (hybrid Qwen3 models)")
+        self.thinking_toggle.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.load_label = QLabel("", self.top_bar)
+        self.load_label.setObjectName("MutedLabel")
+        layout = QHBoxLayout(self.top_bar)
+        layout.setContentsMargins(12, 6, 12, 6)
+        layout.setSpacing(8)
+        layout.addWidget(self.model_picker)
+        layout.addWidget(self.thinking_toggle)
+        layout.addWidget(self.load_label)
+        layout.addStretch(1)
+
+    def _build_layout(self) -> None:
+        chat_pane = QWidget(self)
+        chat_pane.setObjectName("ChatPane")
+        chat_pane.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        composer_row = QHBoxLayout()
+        composer_row.setContentsMargins(24, 4, 24, 16)
+        composer_row.addStretch(1)
+        composer_row.addWidget(self.composer, 100)
+        composer_row.addStretch(1)
+        self.composer.setMaximumWidth(800)
+        pane_layout = QVBoxLayout(chat_pane)
+        pane_layout.setContentsMargins(0, 0, 0, 0)
+        pane_layout.setSpacing(0)
+        pane_layout.addWidget(self.top_bar)
+        pane_layout.addWidget(self.transcript, 1)
+        pane_layout.addLayout(composer_row)
+        self._pane_layout = pane_layout
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.splitter.setHandleWidth(1)
+        self.splitter.setChildrenCollapsible(True)
+        self.splitter.addWidget(self.sidebar)
+        self.splitter.addWidget(chat_pane)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([250, 850])
+        self.sidebar.setMinimumWidth(180)
+        self.setCentralWidget(self.splitter)
+
+    def add_bottom_panel(self, widget: QWidget) -> None:
+        """Place ``widget`` between the transcript and the composer, below earlier panels.
+
+        It spans the chat pane; centre narrower content inside it. Hide it when it has nothing
+        to show: a hidden panel takes no room."""
+        self._pane_layout.insertWidget(self._pane_layout.count() - 1, widget)
+
+    def _action(self, text: str, slot: Callable, shortcut=None, *, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            if isinstance(shortcut, (list, tuple)):
+                action.setShortcuts([QKeySequence(s) for s in shortcut])
+            else:
+                action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        self.addAction(action)  # shortcuts work even with the menu bar hidden (Linux, tests)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        std = QKeySequence.StandardKey
+
+        file_menu = bar.addMenu("&File")
+        self.new_chat_action = self._action("New Chat", self.new_chat, std.New)
+        file_menu.addAction(self.new_chat_action)
+        file_menu.addSeparator()
+        self.close_action = self._action("Close Window", self.close, std.Close)
+        file_menu.addAction(self.close_action)
+        self.settings_action = self._action("Settings\u2026", self.open_preferences, std.Preferences)
+        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
+        file_menu.addAction(self.settings_action)
+        self.quit_action = self._action("Quit Qwen Desk", QApplication.quit, std.Quit)
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        file_menu.addAction(self.quit_action)
+
+        edit_menu = bar.addMenu("&Edit")
+        for text, key, method in (
+            ("Undo", std.Undo, "undo"),
+            ("Redo", std.Redo, "redo"),
+            (None, None, None),
+            ("Cut", std.Cut, "cut"),
+            ("Copy", std.Copy, "copy"),
+            ("Paste", std.Paste, "paste"),
+            ("Select All", std.SelectAll, "selectAll"),
+        ):
+            if text is None:
+                edit_menu.addSeparator()
+                continue
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(key))
+            # Forward to whatever text widget has focus; the widget's own shortcut wins there.
+            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+            action.triggered.connect(lambda _=False, m=method: _call_on_focus(m))
+            edit_menu.addAction(action)
+        edit_menu.addSeparator()
+        self.copy_answer_action = self._action("Copy Last Answer", self.copy_last_answer, "Ctrl+Shift+C")
+        edit_menu.addAction(self.copy_answer_action)
+        self.find_action = self._action("Find Chat\u2026", self.sidebar.focus_search, std.Find)
+        edit_menu.addAction(self.find_action)
+        self.rename_action = self._action("Rename Chat\u2026", lambda: self.sidebar.begin_rename())
+        edit_menu.addAction(self.rename_action)
+        self.delete_action = self._action("Delete Chat\u2026", lambda: self.sidebar.delete())
+        edit_menu.addAction(self.delete_action)
+
+        view_menu = bar.addMenu("&View")
+        self.toggle_sidebar_action = self._action("Show Sidebar", self.toggle_sidebar, "Ctrl+Alt+S")
+        self.toggle_sidebar_action.setCheckable(True)
+        self.toggle_sidebar_action.setChecked(True)
+        view_menu.addAction(self.toggle_sidebar_action)
+        appearance = view_menu.addMenu("Appearance")
+        self.theme_group = QActionGroup(self)
+        for key, label in (("system", "Use System Setting"), ("light", "Light"), ("dark", "Dark")):
+            action = QAction(label, self.theme_group)
+            action.setCheckable(True)
+            action.setChecked(self.settings.theme == key)
+            action.setData(key)
+            appearance.addAction(action)
+        self.theme_group.triggered.connect(self._on_theme_chosen)
+
+        model_menu = bar.addMenu("&Model")
+        self.choose_model_action = self._action("Choose Model\u2026", self.focus_model_picker, "Ctrl+K")
+        model_menu.addAction(self.choose_model_action)
+        self.manage_models_action = self._action("Manage Models\u2026", self.open_model_manager, "Ctrl+Shift+M")
+        model_menu.addAction(self.manage_models_action)
+        model_menu.addSeparator()
+        self.thinking_action = self._action("Think Before Answering", self._on_thinking_action, "Ctrl+Shift+T")
+        self.thinking_action.setCheckable(True)
+        self.thinking_action.setChecked(self.settings.thinking_enabled)
+        model_menu.addAction(self.thinking_action)
+        sampling = model_menu.addMenu("Sampling")
+        self.sampling_group = QActionGroup(self)
+        for preset in SAMPLING_PRESETS:
+            action = QAction(preset.label, self.sampling_group)
+            action.setCheckable(True)
+            action.setChecked(self.settings.sampling_preset == preset.key)
+            action.setData(preset.key)
+            action.setStatusTip(preset.description)
+            sampling.addAction(action)
+        self.sampling_group.triggered.connect(self._on_sampling_chosen)
+        self.system_prompt_action = self._action("System Prompt\u2026", self.edit_system_prompt)
+        model_menu.addAction(self.system_prompt_action)
+        model_menu.addSeparator()
+        self.stop_action = self._action("Stop", self.stop, "Ctrl+.")
+        self.stop_action.setEnabled(False)
+        model_menu.addAction(self.stop_action)
+        self.regenerate_action = self._action("Regenerate", self.regenerate_last, std.Refresh)
+        model_menu.addAction(self.regenerate_action)
+
+        window_menu = bar.addMenu("&Window")
+        self.minimize_action = self._action("Minimize", self.showMinimized, "Ctrl+M")
+        window_menu.addAction(self.minimize_action)
+        window_menu.addAction(self._action("Zoom", self._toggle_zoom))
+        window_menu.addSeparator()
+        window_menu.addAction(self._action("Qwen Desk", self.bring_to_front))
+
+        help_menu = bar.addMenu("&Help")
+        about = self._action("About Qwen Desk", self.show_about)
+        about.setMenuRole(QAction.MenuRole.AboutRole)
+        help_menu.addAction(about)
+
+        # Esc stops too, but only while an answer streams (it must not fight dialogs or edits).
+        self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
+        self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+        self.escape_shortcut.activated.connect(self.stop)
+        self.escape_shortcut.setEnabled(False)
+
+    def _connect(self) -> None:
+        self.composer.submitted.connect(self._on_submitted)
+        self.composer.stopRequested.connect(self.stop)
+        self.sidebar.newChatRequested.connect(self.new_chat)
+        self.sidebar.conversationSelected.connect(self.chat.open_conversation)
+        self.sidebar.conversationDeleted.connect(self.chat.conversation_deleted)
+        self.sidebar.conversationRenamed.connect(lambda *_: self._update_title())
+        self.chat.conversationsChanged.connect(lambda: self.sidebar.refresh(select=self.chat.conversation_id))
+        self.chat.conversationChanged.connect(self._on_conversation_changed)
+        self.chat.generatingChanged.connect(self._on_generating)
+        self.chat.statsChanged.connect(self.status_panel.show_stats)
+        self.chat.liveStatsChanged.connect(self.status_panel.show_stats)
+        self.chat.turnFinished.connect(lambda *_: self.sidebar.refresh())
+        self.thinking_toggle.toggled.connect(self._set_thinking)
+        self.model_picker.activated.connect(self._on_model_picked)
+        self.worker.loadStarted.connect(self._on_load_started)
+        self.worker.loadProgress.connect(self._on_load_progress)
+        self.worker.modelLoaded.connect(self._on_model_loaded)
+        self.worker.modelLoadFailed.connect(self._on_model_load_failed)
+        for drop_filter in (self.transcript.drop_filter,):
+            drop_filter.filesDropped.connect(self._on_files_dropped)
+        self.composer_drop = type(self.transcript.drop_filter)(self)
+        self.composer_drop.watch(self.composer.edit)
+        self.composer_drop.watch(self.composer.edit.viewport())
+        self.composer_drop.filesDropped.connect(self._on_files_dropped)
+
+    # ------------------------------------------------------------ commands
+    def new_chat(self) -> None:
+        self.chat.new_conversation()
+        self.sidebar.select(None)
+        self.composer.focus()
+
+    def stop(self) -> None:
+        self.chat.stop()
+
+    def regenerate_last(self) -> None:
+        last = next((v for v in reversed(self.transcript.views) if v.role == "assistant"), None)
+        if last is not None:
+            self.chat.regenerate(last.message_id)
+
+    def copy_last_answer(self) -> None:
+        last = next((v for v in reversed(self.transcript.views) if v.role == "assistant"), None)
+        if last is not None:
+            last.copy_to_clipboard()
+            self.status_panel.showMessage("Answer copied", 2000)
+
+    def toggle_sidebar(self) -> None:
+        visible = not self.sidebar.isVisible()
+        self.sidebar.setVisible(visible)
+        self.toggle_sidebar_action.setChecked(visible)
+
+    def focus_model_picker(self) -> None:
+        self.model_picker.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        if self.isVisible():
+            self.model_picker.showPopup()
+
+    def open_preferences(self) -> PreferencesDialog:
+        """The Settings window (one at a time; Cmd+, brings it back to the front)."""
+        if self._preferences is None or not self._preferences.isVisible():
+            if self._preferences is not None:
+                self._preferences.deleteLater()
+            dialog = PreferencesDialog(
+                self.settings,
+                self,
+                menu_bar_available=self.menu_bar_available,
+                shortcuts_supported=self.shortcuts_supported,
+                shortcut_applier=self.shortcut_applier,
+            )
+            dialog.settingChanged.connect(self._on_preference_changed)
+            self._preferences = dialog
+        self._preferences.show()
+        self._preferences.raise_()
+        self._preferences.activateWindow()
+        return self._preferences
+
+    def edit_system_prompt(self) -> None:
+        self.open_preferences().focus_system_prompt()
+
+    def _on_preference_changed(self, name: str) -> None:
+        if name == THEME:
+            self._apply_theme_setting()
+        elif name == SAMPLING_PRESET:
+            for action in self.sampling_group.actions():
+                action.setChecked(action.data() == self.settings.sampling_preset)
+        self.preferencesChanged.emit(name)
+
+    def show_about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About Qwen Desk",
+            "<b>Qwen Desk</b><br>Qwen3 models, running locally on this Mac with MLX.<br>"
+            "Conversations never leave your computer.",
+        )
+
+    def _toggle_zoom(self) -> None:
+        self.showNormal() if self.isMaximized() else self.showMaximized()
+
+    def bring_to_front(self) -> None:
+        if self.isMinimized():
+            self.showNormal()
+        self.show()
+        self.raise_()
+        self.activateWindow()
+
+    def start_chat_from_quick_ask(self, question: str, answer: str) -> None:
+        """Continue a Quick Ask exchange here: a new stored chat holding the question and answer."""
+        if self.chat.generating:
+            self.bring_to_front()
+            return
+        self.chat.import_exchange(question, answer)
+        self.bring_to_front()
+        self.composer.focus()
+
+    # --------------------------------------------------------------- models
+    def open_model_manager(self, first_run: bool = False) -> object:
+        if self._model_manager is None:
+            if self._model_manager_factory is not None:
+                manager = self._model_manager_factory(self)
+            else:
+                from app.models.manager import ModelManager
+
+                manager = ModelManager(self.settings, self)
+            manager.modelChosen.connect(self.load_model)
+            manager.modelsChanged.connect(self._refresh_model_picker)
+            self._model_manager = manager
+        manager = self._model_manager
+        manager.set_loaded(self.worker.model_name)
+        manager.show()
+        manager.raise_()
+        if first_run:
+            manager.show_recommended()
+        return manager
+
+    @property
+    def model_manager(self) -> object:
+        return self._model_manager
+
+    def load_model(self, path_or_repo: str) -> None:
+        if self.chat.generating:
+            self.chat.stop()
+        self.settings.model = path_or_repo
+        self.worker.load_model(path_or_repo)
+        self._refresh_model_picker()
+
+    def _refresh_model_picker(self) -> None:
+        from app.models.manager import _installed_cache_models
+
+        current = self.worker.loading or self.worker.model_name or self.settings.model
+        keys: list[tuple[str, str]] = []
+        try:
+            keys = [(m.key, display_name(m.key)) for m in _installed_cache_models()]
+        except Exception:  # noqa: BLE001 - an unreadable cache still leaves a usable picker
+            keys = []
+        keys += [(folder, display_name(folder)) for folder in self.settings.local_models]
+        if current and current not in [k for k, _ in keys]:
+            keys.insert(0, (current, display_name(current)))
+        self.model_picker.blockSignals(True)
+        self.model_picker.clear()
+        if not keys:
+            self.model_picker.addItem("Choose a Model", "")
+        for key, label in keys:
+            self.model_picker.addItem(label, key)
+            self.model_picker.setItemData(self.model_picker.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
+        self.model_picker.insertSeparator(self.model_picker.count())
+        self.model_picker.addItem("Manage Models\u2026", MANAGE_MODELS)
+        index = self.model_picker.findData(current) if current else 0
+        self.model_picker.setCurrentIndex(max(index, 0))
+        self.model_picker.blockSignals(False)
+
+    def _on_model_picked(self, index: int) -> None:
+        key = self.model_picker.itemData(index)
+        if key == MANAGE_MODELS:
+            self._refresh_model_picker()
+            self.open_model_manager()
+        elif key and key != self.worker.model_name:
+            self.load_model(key)
+
+    def _on_load_started(self, name: str) -> None:
+        self.status_panel.show_loading(name)
+        self.load_label.setText(f"Loading {display_name(name)}\u2026")
+        self.transcript.set_empty_subtitle(f"Loading {display_name(name)}\u2026")
+
+    def _on_load_progress(self, progress: LoadProgress) -> None:
+        self.status_panel.show_load_progress(progress.fraction)
+        if progress.fraction is not None:
+            self.load_label.setText(f"Downloading\u2026 {100 * progress.fraction:.0f}%")
+
+    def _on_model_loaded(self, info: object) -> None:
+        self.load_label.setText("")
+        name = self.worker.model_name
+        self.status_panel.show_model(info, name)
+        self.transcript.set_empty_subtitle(f"{display_name(name)} runs on this Mac. Nothing leaves it.")
+        self._refresh_model_picker()
+        self._update_thinking_toggle()
+        if self._model_manager is not None:
+            self._model_manager.set_loaded(name)
+
+    def _on_model_load_failed(self, message: str) -> None:
+        self.load_label.setText("")
+        self.status_panel.show_load_failed(message)
+        self.transcript.set_empty_subtitle("No model is loaded. Choose one with Model \u203a Manage Models\u2026")
+        self.last_load_error = message
+        box = QMessageBox(QMessageBox.Icon.Warning, "The model could not be loaded", message, parent=self)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()  # not exec(): the event loop (and the worker's signals) keep running
+        self._load_error_box = box
+        self._refresh_model_picker()
+
+    def _update_thinking_toggle(self) -> None:
+        info = self.worker.model_info
+        mode = getattr(info, "thinking_mode", None)
+        # 2507 Instruct never thinks and 2507 Thinking always does: no switch to offer.
+        hybrid = info is None or mode == "hybrid"
+        self.thinking_toggle.setVisible(hybrid and info is not None)
+        self.thinking_action.setEnabled(hybrid and info is not None)
+
+    def _set_thinking(self, on: bool) -> None:
+        self.settings.thinking_enabled = on
+        self.thinking_action.setChecked(on)
+
+    def _on_thinking_action(self) -> None:
+        self.thinking_toggle.setChecked(self.thinking_action.isChecked())
+
+    # ---------------------------------------------------------------- chat
+    def _on_submitted(self, text: str, attachments: list) -> None:
+        self.chat.send(text, attachments)
+
+    def _on_generating(self, generating: bool) -> None:
+        self.composer.set_generating(generating)
+        self.stop_action.setEnabled(generating)
+        self.escape_shortcut.setEnabled(generating)
+        self.regenerate_action.setEnabled(not generating)
+        if generating:
+            self.status_panel.clear_stats()
+
+    def _on_conversation_changed(self, conversation_id: Optional[str]) -> None:
+        self.sidebar.select(conversation_id)
+        self._update_title()
+        if not self.chat.generating:
+            self.status_panel.show_context(self._context_used(conversation_id))
+
+    def _context_used(self, conversation_id: Optional[str]) -> Optional[int]:
+        """Tokens the conversation's last answer left in the context (None: not known)."""
+        if not conversation_id:
+            return None
+        for message in reversed(self.store.messages(conversation_id)):
+            if message.role == "assistant" and message.stats and "prompt_tokens" in message.stats:
+                return int(message.stats["prompt_tokens"]) + int(message.stats.get("generation_tokens", 0))
+        return None
+
+    def _update_title(self) -> None:
+        conversation_id = self.chat.conversation_id
+        conversation = self.store.conversation(conversation_id) if conversation_id else None
+        self.setWindowTitle(f"{conversation.title} \u2014 Qwen Desk" if conversation else "Qwen Desk")
+
+    def _on_theme_chosen(self, action: QAction) -> None:
+        self.settings.theme = action.data()
+        self._apply_theme_setting()
+        if self._preferences is not None:
+            self._preferences.reload_choices()
+
+    def _on_sampling_chosen(self, action: QAction) -> None:
+        self.settings.sampling_preset = action.data()
+        if self._preferences is not None:
+            self._preferences.reload_choices()
+
+    def _apply_theme_setting(self) -> None:
+        theme = self.settings.theme
+        for action in self.theme_group.actions():
+            action.setChecked(action.data() == theme)
+        manager = getattr(QApplication.instance(), "theme_manager", None)
+        if manager is not None:
+            manager.set_theme(theme)
+
+    def apply_theme(self, _tokens: object = None) -> None:
+        self.transcript.set_colors(RenderColors.from_palette(QApplication.palette()))
+
+    # ---------------------------------------------------------------- drops
+    def attach_drop_handler(self, handler: Callable[[list[str]], None]) -> None:
+        """Accept local-file drops on the transcript and the composer; ``handler(paths)``."""
+        self._drop_handlers.append(handler)
+        self.transcript.drop_filter.enabled = True
+        self.composer_drop.enabled = True
+
+    def _on_files_dropped(self, paths: list) -> None:
+        self.filesDropped.emit(list(paths))
+        for handler in self._drop_handlers:
+            handler(list(paths))
+
+    # ------------------------------------------------------------- lifecycle
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        self.chat.flush()
+        self.settings.window_geometry = self.saveGeometry()
+        self.settings.splitter_state = self.splitter.saveState()
+        super().closeEvent(event)
+
+
+def _call_on_focus(method: str) -> None:
+    widget = QApplication.focusWidget()
+    target = getattr(widget, method, None)
+    if callable(target):
+        target()

@@ -1,0 +1,257 @@
+"""The Settings window (Cmd+,): system prompt, sampling, theme, menu bar only, Quick Ask shortcut.
+
+Like a Mac settings window, every change applies at once (no OK button): each control writes
+its setting and ``settingChanged(name)`` tells the app to act on it (re-theme, hide the Dock
+icon, ...). The system prompt is saved as it is typed, after a short pause, and when the window
+closes. A Quick Ask shortcut is checked before it is kept: one that cannot be a global shortcut,
+or that another app owns, is refused with the reason and the previous shortcut stays.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from PySide6.QtCore import QTimer, Qt, Signal
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QKeySequenceEdit,
+    QLabel,
+    QPlainTextEdit,
+    QSizePolicy,
+    QSpacerItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.settings import SAMPLING_PRESETS, Settings
+from app.quick_ask.tray import parse_shortcut
+
+THEME_CHOICES: tuple[tuple[str, str], ...] = (("system", "Use System Setting"), ("light", "Light"), ("dark", "Dark"))
+PROMPT_SAVE_DELAY_MS = 500
+
+# Names carried by ``settingChanged``: the Settings attributes they stand for.
+SYSTEM_PROMPT = "system_prompt"
+SAMPLING_PRESET = "sampling_preset"
+THEME = "theme"
+MENU_BAR_ONLY = "menu_bar_only"
+QUICK_ASK_SHORTCUT = "quick_ask_shortcut"
+
+# Registers a global shortcut ("" = none); returns why it could not, or "".
+ShortcutApplier = Callable[[str], str]
+
+
+def shortcut_text(sequence: QKeySequence) -> str:
+    """The portable form stored in the settings ("Alt+Space"); "" for no shortcut."""
+    return sequence.toString(QKeySequence.SequenceFormat.PortableText)
+
+
+class PreferencesDialog(QDialog):
+    settingChanged = Signal(str)
+
+    def __init__(
+        self,
+        settings: Settings,
+        parent: Optional[QWidget] = None,
+        *,
+        menu_bar_available: bool = False,
+        shortcuts_supported: bool = False,
+        shortcut_applier: Optional[ShortcutApplier] = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("Preferences")
+        self.setWindowTitle("Settings")
+        self._settings = settings
+        self._shortcut_applier = shortcut_applier
+
+        self.system_prompt_edit = QPlainTextEdit(self)
+        self.system_prompt_edit.setObjectName("SystemPromptEdit")
+        self.system_prompt_edit.setPlaceholderText("For example: Answer briefly. Use British spelling.")
+        self.system_prompt_edit.setPlainText(settings.system_prompt)
+        self.system_prompt_edit.setTabChangesFocus(True)
+        self.system_prompt_edit.setFixedHeight(self.fontMetrics().lineSpacing() * 5 + 16)
+        self._prompt_timer = QTimer(self)
+        self._prompt_timer.setSingleShot(True)
+        self._prompt_timer.setInterval(PROMPT_SAVE_DELAY_MS)
+        self._prompt_timer.timeout.connect(self.save_system_prompt)
+        self.system_prompt_edit.textChanged.connect(self._prompt_timer.start)
+
+        self.sampling_combo = QComboBox(self)
+        for preset in SAMPLING_PRESETS:
+            self.sampling_combo.addItem(preset.label, preset.key)
+        self.sampling_combo.setCurrentIndex(max(self.sampling_combo.findData(settings.sampling_preset), 0))
+        self.sampling_hint = _hint(self)
+        self._show_sampling_hint()
+        self.sampling_combo.currentIndexChanged.connect(self._on_sampling)
+
+        self.theme_combo = QComboBox(self)
+        for key, label in THEME_CHOICES:
+            self.theme_combo.addItem(label, key)
+        self.theme_combo.setCurrentIndex(max(self.theme_combo.findData(settings.theme), 0))
+        self.theme_combo.currentIndexChanged.connect(self._on_theme)
+
+        self.menu_bar_only_check = QCheckBox("Show in the menu bar only", self)
+        self.menu_bar_only_check.setChecked(settings.menu_bar_only)
+        self.menu_bar_only_check.setEnabled(menu_bar_available)
+        self.menu_bar_only_check.toggled.connect(self._on_menu_bar_only)
+        self.menu_bar_only_hint = _hint(self)
+        self.menu_bar_only_hint.setText(
+            "No Dock icon; closing the window keeps Quick Ask in the menu bar."
+            if menu_bar_available
+            else "This desktop has no menu bar icon for Qwen Desk, so the Dock icon stays."
+        )
+
+        self.shortcut_edit = QKeySequenceEdit(self)
+        self.shortcut_edit.setObjectName("ShortcutEdit")
+        self.shortcut_edit.setMaximumSequenceLength(1)  # one combination: a global hot key
+        self.shortcut_edit.setKeySequence(QKeySequence.fromString(settings.quick_ask_shortcut,
+                                                                 QKeySequence.SequenceFormat.PortableText))
+        self.shortcut_edit.editingFinished.connect(self._on_shortcut_recorded)
+        self.shortcut_clear = QToolButton(self)
+        self.shortcut_clear.setText("None")
+        self.shortcut_clear.setToolTip("No global shortcut for Quick Ask")
+        self.shortcut_clear.clicked.connect(self.clear_shortcut)
+        self.shortcut_hint = _hint(self)
+        self.shortcut_error = QLabel(self)
+        self.shortcut_error.setObjectName("ErrorNote")
+        self.shortcut_error.setWordWrap(True)
+        self.shortcut_error.hide()
+        self._shortcuts_supported = shortcuts_supported
+        self._show_shortcut_hint()
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+        form.setHorizontalSpacing(14)
+        form.setVerticalSpacing(6)
+        form.addRow("System prompt:", self.system_prompt_edit)
+        form.addRow("", _hint(self, "Instructions the model follows in every chat."))
+        form.addItem(_gap())
+        form.addRow("Sampling:", self.sampling_combo)
+        form.addRow("", self.sampling_hint)
+        form.addItem(_gap())
+        form.addRow("Appearance:", self.theme_combo)
+        form.addRow("", self.menu_bar_only_check)
+        form.addRow("", self.menu_bar_only_hint)
+        form.addItem(_gap())
+        shortcut_row = QHBoxLayout()
+        shortcut_row.setSpacing(6)
+        shortcut_row.addWidget(self.shortcut_edit, 1)
+        shortcut_row.addWidget(self.shortcut_clear)
+        form.addRow("Quick Ask shortcut:", shortcut_row)
+        form.addRow("", self.shortcut_hint)
+        form.addRow("", self.shortcut_error)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(24, 20, 24, 20)
+        layout.addLayout(form)
+        layout.addStretch(1)
+        self.setMinimumWidth(520)
+
+    def reload_choices(self) -> None:
+        """Show sampling and theme as the settings hold them (the menus change them too)."""
+        for combo, value in ((self.sampling_combo, self._settings.sampling_preset),
+                             (self.theme_combo, self._settings.theme)):
+            combo.blockSignals(True)
+            combo.setCurrentIndex(max(combo.findData(value), 0))
+            combo.blockSignals(False)
+        self._show_sampling_hint()
+
+    # ------------------------------------------------------------------ values
+    def focus_system_prompt(self) -> None:
+        self.system_prompt_edit.setFocus(Qt.FocusReason.OtherFocusReason)
+        self.system_prompt_edit.selectAll()
+
+    def save_system_prompt(self) -> None:
+        self._prompt_timer.stop()
+        text = self.system_prompt_edit.toPlainText().strip()
+        if text != self._settings.system_prompt:
+            self._settings.system_prompt = text
+            self.settingChanged.emit(SYSTEM_PROMPT)
+
+    def _on_sampling(self, _index: int) -> None:
+        self._settings.sampling_preset = self.sampling_combo.currentData()
+        self._show_sampling_hint()
+        self.settingChanged.emit(SAMPLING_PRESET)
+
+    def _show_sampling_hint(self) -> None:
+        key = self.sampling_combo.currentData()
+        self.sampling_hint.setText(next((p.description for p in SAMPLING_PRESETS if p.key == key), ""))
+
+    def _on_theme(self, _index: int) -> None:
+        self._settings.theme = self.theme_combo.currentData()
+        self.settingChanged.emit(THEME)
+
+    def _on_menu_bar_only(self, on: bool) -> None:
+        self._settings.menu_bar_only = on
+        self.settingChanged.emit(MENU_BAR_ONLY)
+
+    def set_shortcut(self, text: str) -> bool:
+        """Keep ``text`` as the Quick Ask shortcut if it can be one; else show why. ("" = none.)"""
+        text = text.strip()
+        previous = self._settings.quick_ask_shortcut
+        problem = ""
+        if text:
+            try:
+                parse_shortcut(text)
+            except ValueError as error:
+                problem = str(error)
+        if not problem and self._shortcut_applier is not None and text != previous:
+            problem = self._shortcut_applier(text)
+            if problem:
+                self._shortcut_applier(previous)  # the old one is still what the settings say
+        self.shortcut_error.setText(problem)
+        self.shortcut_error.setVisible(bool(problem))
+        if problem:
+            self._show_sequence(previous)
+            return False
+        self._show_sequence(text)
+        if text != previous:
+            self._settings.quick_ask_shortcut = text
+            self.settingChanged.emit(QUICK_ASK_SHORTCUT)
+        self._show_shortcut_hint()
+        return True
+
+    def clear_shortcut(self) -> None:
+        self.set_shortcut("")
+
+    def _on_shortcut_recorded(self) -> None:
+        self.set_shortcut(shortcut_text(self.shortcut_edit.keySequence()))
+
+    def _show_sequence(self, text: str) -> None:
+        self.shortcut_edit.blockSignals(True)
+        self.shortcut_edit.setKeySequence(QKeySequence.fromString(text, QKeySequence.SequenceFormat.PortableText))
+        self.shortcut_edit.blockSignals(False)
+
+    def _show_shortcut_hint(self) -> None:
+        if not self._shortcuts_supported:
+            hint = "Global shortcuts work on macOS; this one is kept for when Qwen Desk runs there."
+        elif self._settings.quick_ask_shortcut:
+            hint = "Opens Quick Ask from any app. Click the field and press new keys to change it."
+        else:
+            hint = "Click the field and press keys (for example \u2325Space) to open Quick Ask from any app."
+        self.shortcut_hint.setText(hint)
+
+    # ------------------------------------------------------------------ closing
+    def done(self, result: int) -> None:  # Esc, the close button: nothing typed is lost
+        self.save_system_prompt()
+        super().done(result)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        self.save_system_prompt()
+        super().closeEvent(event)
+
+
+def _hint(parent: QWidget, text: str = "") -> QLabel:
+    label = QLabel(text, parent)
+    label.setObjectName("SettingsHint")
+    label.setWordWrap(True)
+    return label
+
+
+def _gap() -> QSpacerItem:
+    return QSpacerItem(0, 10, QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)

@@ -1,0 +1,419 @@
+"""The inference worker: one QThread that owns the Engine and the one loaded model.
+
+The GUI thread never runs MLX. Windows talk to a ``WorkerClient`` (a GUI-thread QObject):
+``submit(job_id, job)`` queues a job, first in first out; a job is any callable
+``job(engine, cancel) -> Iterator[object]`` run on the worker thread, so a chat turn is
+``lambda engine, cancel: engine.stream(request, cancel)`` and a document summary is another.
+``cancel(job_id)`` sets the running job's ``threading.Event`` (the engine checks it between
+tokens and prefill chunks) or drops it from the queue.
+
+Signals come from the worker thread and are relayed by the client through queued connections,
+so every slot a window connects runs on the GUI thread. Token deltas are batched (see
+``event_batching``) so a fast model cannot flood the GUI's event loop.
+
+Per job the client emits, in order: ``jobStarted(id)``, ``jobEvent(id, event)`` for each event
+the job yields, ``jobFailed(id, message)`` if it raised, and always ``jobFinished(id)`` last. A
+job cancelled before it started gets only ``jobFinished``.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from app.worker.batching import DEFAULT_INTERVAL_S, EventBatcher
+from mlx_backend.errors import QwenDeskError
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[Any, threading.Event], Iterable[object]]
+EngineLoader = Callable[[str, Callable[..., None]], Any]
+NO_MODEL_MESSAGE = "No model is loaded yet. Choose one in Model \u203a Manage Models\u2026"
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """Model loading progress; ``fraction`` is None while the total is unknown."""
+
+    fraction: Optional[float]
+    message: str = ""
+
+
+@dataclass
+class _QueuedJob:
+    job_id: str
+    kind: Literal["job", "load"]
+    run: Optional[Job] = None
+    model: str = ""
+    needs_model: bool = True
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class _JobQueue:
+    """FIFO shared by the GUI thread (producer) and the worker thread (consumer)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: deque[_QueuedJob] = deque()
+        self.current: Optional[_QueuedJob] = None
+
+    def put(self, item: _QueuedJob) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def take(self) -> Optional[_QueuedJob]:
+        with self._lock:
+            self.current = self._items.popleft() if self._items else None
+            return self.current
+
+    def done(self) -> None:
+        with self._lock:
+            self.current = None
+
+    def cancel(self, job_id: Optional[str]) -> Optional[Literal["running", "removed"]]:
+        """Signal the running job (``job_id`` None: whatever runs) or take a queued one out.
+
+        One step under the lock: checked apart, the worker could take a queued job between the
+        two checks and the cancel would find it in neither place and be lost.
+        """
+        with self._lock:
+            current = self.current
+            if job_id is None or (current is not None and current.job_id == job_id):
+                if current is not None and current.kind == "job":
+                    current.cancel.set()
+                    return "running"
+                return None
+            for item in self._items:
+                if item.job_id == job_id:
+                    self._items.remove(item)
+                    return "removed"
+        return None
+
+    def clear(self) -> list[_QueuedJob]:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def pending_ids(self) -> list[str]:
+        with self._lock:
+            return [item.job_id for item in self._items]
+
+
+def chat_job(request: Any) -> Job:
+    """The job that streams one ``ChatRequest`` (the chat, Quick Ask and document follow-ups)."""
+
+    def job(engine: Any, cancel: threading.Event) -> Iterable[object]:
+        return engine.stream(request, cancel)
+
+    return job
+
+
+def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> Any:
+    from mlx_backend.generation.engine import Engine  # imported on the worker thread: MLX stays off the GUI
+
+    return Engine.load(path_or_repo, progress=progress)
+
+
+def _release_memory() -> None:
+    """Give the old model's buffers back before the next one loads (no-op without MLX)."""
+    gc.collect()
+    try:
+        import mlx.core as mx
+
+        clear = getattr(mx, "clear_cache", None) or getattr(getattr(mx, "metal", None), "clear_cache", None)
+        if clear:
+            clear()
+    except Exception:  # noqa: BLE001 - freeing memory is best effort
+        log.debug("could not clear the MLX cache", exc_info=True)
+
+
+class Worker(QObject):
+    """Runs queued jobs on its own thread. Never touch it from the GUI thread: use WorkerClient."""
+
+    started = Signal(str)
+    event = Signal(str, object)
+    failed = Signal(str, str)
+    finished = Signal(str)
+    loadStarted = Signal(str)
+    loadProgress = Signal(object)
+    modelLoaded = Signal(object)
+    modelLoadFailed = Signal(str)
+    # Any queued item (job or load) is done; lets the client track "busy".
+    settled = Signal(str)
+
+    def __init__(self, queue: _JobQueue, engine_loader: EngineLoader, batch_interval_s: float) -> None:
+        super().__init__()
+        self._queue = queue
+        self._load_engine = engine_loader
+        self._batch_interval = batch_interval_s
+        self._engine: Any = None
+
+    @Slot()
+    def drain(self) -> None:
+        """Run everything queued. Several wake-ups for one burst of submits find an empty queue."""
+        while (item := self._queue.take()) is not None:
+            try:
+                if item.kind == "load":
+                    self._load(item)
+                else:
+                    self._run(item)
+            finally:
+                self._queue.done()
+                self.settled.emit(item.job_id)
+
+    def _run(self, item: _QueuedJob) -> None:
+        self.started.emit(item.job_id)
+        batcher = EventBatcher(self._batch_interval)
+        events: Optional[Iterator[object]] = None
+        try:
+            if item.needs_model and self._engine is None:
+                raise QwenDeskError(NO_MODEL_MESSAGE)
+            assert item.run is not None
+            events = iter(item.run(self._engine, item.cancel))
+            for event in events:
+                for ready in batcher.feed(event):
+                    self.event.emit(item.job_id, ready)
+            for ready in batcher.flush():
+                self.event.emit(item.job_id, ready)
+        except Exception as error:  # noqa: BLE001 - every failure must reach the user, not kill the thread
+            for ready in batcher.flush():
+                self.event.emit(item.job_id, ready)
+            self.failed.emit(item.job_id, _user_message(error))
+        finally:
+            close = getattr(events, "close", None)
+            try:
+                if close:
+                    close()  # a generator stopped early releases its resources now
+            except Exception:  # noqa: BLE001 - the window still needs its jobFinished
+                log.exception("closing job %s failed", item.job_id)
+            self.finished.emit(item.job_id)
+
+    def _load(self, item: _QueuedJob) -> None:
+        self.loadStarted.emit(item.model)
+        self._engine = None  # one model at a time: free the old one before reading the new one
+        _release_memory()
+        last_emit = [0.0]
+
+        def progress(*args: Any, **kwargs: Any) -> None:
+            update = _load_progress(*args, **kwargs)
+            now = time.monotonic()
+            if now - last_emit[0] >= 0.05 or update.fraction == 1.0:
+                last_emit[0] = now
+                self.loadProgress.emit(update)
+
+        try:
+            engine = self._load_engine(item.model, progress)
+        except Exception as error:  # noqa: BLE001
+            self.modelLoadFailed.emit(_user_message(error))
+            return
+        self._engine = engine
+        self.modelLoaded.emit(getattr(engine, "info", None))
+
+
+class WorkerClient(QObject):
+    """The GUI thread's handle on the worker; all its signals fire on the GUI thread."""
+
+    jobStarted = Signal(str)
+    jobEvent = Signal(str, object)
+    jobFailed = Signal(str, str)
+    jobFinished = Signal(str)
+    loadStarted = Signal(str)
+    loadProgress = Signal(object)
+    modelLoaded = Signal(object)
+    modelLoadFailed = Signal(str)
+    # True while a job or a load runs or waits.
+    busyChanged = Signal(bool)
+
+    _wake = Signal()
+
+    def __init__(
+        self,
+        engine_loader: EngineLoader = _default_engine_loader,
+        *,
+        batch_interval_s: float = DEFAULT_INTERVAL_S,
+        parent: Optional[QObject] = None,
+    ) -> None:
+        super().__init__(parent)
+        self._queue = _JobQueue()
+        self._thread = QThread()
+        self._thread.setObjectName("inference-worker")
+        self._worker = Worker(self._queue, engine_loader, batch_interval_s)
+        self._worker.moveToThread(self._thread)
+        self._thread.finished.connect(self._worker.deleteLater)
+        queued = Qt.ConnectionType.QueuedConnection
+        self._wake.connect(self._worker.drain, queued)
+        self._worker.started.connect(self._on_started, queued)
+        self._worker.event.connect(self._on_event, queued)
+        self._worker.failed.connect(self._on_failed, queued)
+        self._worker.finished.connect(self._on_finished, queued)
+        self._worker.loadStarted.connect(self._on_load_started, queued)
+        self._worker.loadProgress.connect(self._on_load_progress, queued)
+        self._worker.modelLoaded.connect(self._on_model_loaded, queued)
+        self._worker.modelLoadFailed.connect(self._on_model_load_failed, queued)
+        self._worker.settled.connect(self._forget, queued)
+        self._ids = itertools.count(1)
+        self._outstanding: set[str] = set()
+        self._model_info: Any = None
+        self._model_name = ""
+        self._loading = ""
+        self._thread.start()
+
+    # ------------------------------------------------------------------ API
+    def submit(self, job_id: str, job: Job, *, needs_model: bool = True) -> str:
+        """Queue ``job``; its events arrive as ``jobEvent(job_id, event)``."""
+        self._enqueue(_QueuedJob(job_id, "job", run=job, needs_model=needs_model))
+        return job_id
+
+    def load_model(self, path_or_repo: str) -> str:
+        """Queue loading a model (after the jobs already queued); replaces the current one."""
+        job_id = f"load-{next(self._ids)}"
+        self._loading = path_or_repo
+        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo))
+        return job_id
+
+    def cancel(self, job_id: Optional[str] = None) -> bool:
+        """Stop the running job (or the given one, running or queued). True if something stopped."""
+        outcome = self._queue.cancel(job_id)
+        if outcome == "removed":
+            assert job_id is not None
+            self._forget(job_id)
+            self.jobFinished.emit(job_id)
+        return outcome is not None
+
+    def cancel_all(self) -> None:
+        for item in self._queue.clear():
+            self._forget(item.job_id)
+            if item.kind == "job":
+                self.jobFinished.emit(item.job_id)
+        self.cancel()
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Cancel everything and stop the thread; True once it has stopped."""
+        if not self._thread.isRunning():
+            return True
+        self.cancel_all()
+        self._thread.quit()
+        return self._thread.wait(timeout_ms)
+
+    @property
+    def model_info(self) -> Any:
+        """``engine.info`` of the loaded model, or None."""
+        return self._model_info
+
+    @property
+    def model_name(self) -> str:
+        """What was passed to ``load_model`` for the loaded model."""
+        return self._model_name
+
+    @property
+    def loading(self) -> str:
+        """The model being loaded now, or ""."""
+        return self._loading
+
+    @property
+    def current_job_id(self) -> Optional[str]:
+        current = self._queue.current
+        return current.job_id if current is not None and current.kind == "job" else None
+
+    @property
+    def pending_job_ids(self) -> list[str]:
+        return self._queue.pending_ids()
+
+    def is_busy(self) -> bool:
+        return bool(self._outstanding)
+
+    @property
+    def worker_thread(self) -> QThread:
+        return self._thread
+
+    # -------------------------------------------------------------- relays
+    def _enqueue(self, item: _QueuedJob) -> None:
+        was_busy = self.is_busy()
+        self._outstanding.add(item.job_id)
+        self._queue.put(item)
+        if not was_busy:
+            self.busyChanged.emit(True)
+        self._wake.emit()
+
+    @Slot(str)
+    def _forget(self, job_id: str) -> None:
+        was_busy = self.is_busy()
+        self._outstanding.discard(job_id)
+        if was_busy and not self.is_busy():
+            self.busyChanged.emit(False)
+
+    @Slot(str)
+    def _on_started(self, job_id: str) -> None:
+        self.jobStarted.emit(job_id)
+
+    @Slot(str, object)
+    def _on_event(self, job_id: str, event: object) -> None:
+        self.jobEvent.emit(job_id, event)
+
+    @Slot(str, str)
+    def _on_failed(self, job_id: str, message: str) -> None:
+        self.jobFailed.emit(job_id, message)
+
+    @Slot(str)
+    def _on_finished(self, job_id: str) -> None:
+        self.jobFinished.emit(job_id)
+
+    @Slot(str)
+    def _on_load_started(self, model: str) -> None:
+        self._model_info = None
+        self._model_name = ""
+        self._loading = model
+        self.loadStarted.emit(model)
+
+    @Slot(object)
+    def _on_load_progress(self, progress: LoadProgress) -> None:
+        self.loadProgress.emit(progress)
+
+    @Slot(object)
+    def _on_model_loaded(self, info: Any) -> None:
+        self._model_info = info
+        self._model_name, self._loading = self._loading, ""
+        self.modelLoaded.emit(info)
+
+    @Slot(str)
+    def _on_model_load_failed(self, message: str) -> None:
+        self._loading = ""
+        self.modelLoadFailed.emit(message)
+
+
+def _load_progress(*args: Any, **kwargs: Any) -> LoadProgress:
+    """Accept the shapes loaders report: (done, total), (fraction,), (message,) or a dataclass."""
+    if len(args) == 1 and not isinstance(args[0], (int, float, str)):
+        obj = args[0]
+        done, total = getattr(obj, "done", None), getattr(obj, "total", None)
+        message = str(getattr(obj, "message", "") or getattr(obj, "stage", "") or "")
+        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return LoadProgress(min(1.0, done / total), message)
+        fraction = getattr(obj, "fraction", None)
+        return LoadProgress(float(fraction) if fraction is not None else None, message)
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    texts = [a for a in args if isinstance(a, str)] + [str(v) for v in kwargs.values() if isinstance(v, str)]
+    message = texts[0] if texts else ""
+    if len(numbers) >= 2:
+        done, total = numbers[0], numbers[1]
+        return LoadProgress(min(1.0, done / total) if total else None, message)
+    if len(numbers) == 1 and 0.0 <= numbers[0] <= 1.0:
+        return LoadProgress(float(numbers[0]), message)
+    return LoadProgress(None, message)
+
+
+def _user_message(error: BaseException) -> str:
+    if isinstance(error, QwenDeskError):
+        return str(error)
+    log.error("unexpected error in the worker", exc_info=error)
+    detail = str(error) or type(error).__name__
+    return f"Something went wrong: {detail}"

@@ -1,0 +1,133 @@
+"""Quantize a bf16/fp32 Qwen3 checkpoint into an MLX folder (the mlx-community layout).
+
+The output is what ``mlx_lm.convert -q`` writes: a config with a ``quantization`` block
+({group_size, bits} plus per-layer overrides such as the MoE router kept at 8 bits), packed
+safetensors and the tokenizer files, so both Qwen Desk and mlx-lm load it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_map
+from mlx_lm.utils import save_model
+
+from mlx_backend.hub.download import resolve_model_path
+from mlx_backend.errors import QwenDeskError
+from mlx_backend.loading.loader import load_model, quantization_settings, read_config
+
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 8)
+SUPPORTED_GROUP_SIZES = (32, 64, 128)
+DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
+# Everything but weights: tokenizer files, chat templates, generation config.
+_COPIED_PATTERNS = ("*.json", "*.txt", "*.jinja")
+_NOT_COPIED = {"config.json", "model.safetensors.index.json"}
+
+
+class ConversionError(QwenDeskError):
+    """A conversion could not start or finish (bad settings, destination in the way)."""
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    bits: int,
+    group_size: int = 64,
+    dtype: str | None = None,
+) -> Path:
+    """Quantize the model at ``src`` (folder or repo id) to ``bits`` and write it to ``dst``.
+
+    ``dtype`` ("bfloat16", "float16", "float32") sets the dtype of what stays unpacked
+    (scales, norms); by default the source's dtype is kept. The folder appears at ``dst`` only
+    once complete: it is written beside it and renamed into place.
+    """
+    if bits not in SUPPORTED_BITS:
+        raise ConversionError(f"Cannot quantize to {bits} bits; choose one of {SUPPORTED_BITS}.")
+    if group_size not in SUPPORTED_GROUP_SIZES:
+        raise ConversionError(
+            f"Group size {group_size} is not supported; choose one of {SUPPORTED_GROUP_SIZES}."
+        )
+    if dtype is not None and dtype not in DTYPES:
+        raise ConversionError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    dst = Path(dst).expanduser()
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise ConversionError(f"{dst} already exists and is not empty; choose a new folder.")
+
+    src_path = resolve_model_path(src)
+    config = read_config(src_path)
+    if quantization_settings(config) is not None:
+        raise ConversionError(
+            f"The model in {src_path} is already quantized; convert from its bf16 release."
+        )
+
+    model = load_model(src_path, lazy=True)
+    if dtype is not None:
+        target = DTYPES[dtype]
+        model.update(
+            tree_map(
+                lambda p: p.astype(target) if mx.issubdtype(p.dtype, mx.floating) else p,
+                model.parameters(),
+            )
+        )
+    quantization = quantize_model(model, bits=bits, group_size=group_size)
+
+    out_config = dict(config)
+    out_config["quantization"] = quantization
+    out_config["quantization_config"] = quantization  # the name HF tooling looks for
+    if dtype is not None:
+        out_config["torch_dtype"] = dtype
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+    try:
+        save_model(staging, model, donate_model=True)
+        (staging / "config.json").write_text(json.dumps(out_config, indent=2), encoding="utf-8")
+        _copy_side_files(src_path, staging)
+        if dst.exists():
+            dst.rmdir()  # empty, checked above
+        staging.rename(dst)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dst
+
+
+def quantize_model(model: nn.Module, *, bits: int, group_size: int) -> dict[str, Any]:
+    """Quantize ``model`` in place; returns the config ``quantization`` block describing it.
+
+    Layers whose input size is not a multiple of the group size stay unquantized (as in
+    mlx-lm); a model's ``quant_predicate`` may ask for other settings per layer (the MoE router
+    at 8 bits), which are recorded per layer so loaders rebuild exactly these shapes.
+    """
+    quantization: dict[str, Any] = {"group_size": group_size, "bits": bits, "mode": "affine"}
+    model_predicate = getattr(model, "quant_predicate", None)
+
+    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        if not hasattr(module, "to_quantized"):
+            return False
+        choice = model_predicate(path, module) if model_predicate else True
+        if not choice:
+            return False
+        size = choice["group_size"] if isinstance(choice, dict) else group_size
+        if module.weight.shape[-1] % size:
+            return False
+        if isinstance(choice, dict):
+            quantization[path] = choice
+        return choice
+
+    nn.quantize(model, group_size=group_size, bits=bits, mode="affine", class_predicate=predicate)
+    return quantization
+
+
+def _copy_side_files(src: Path, dst: Path) -> None:
+    for pattern in _COPIED_PATTERNS:
+        for file in src.glob(pattern):
+            if file.name not in _NOT_COPIED and file.is_file():
+                shutil.copy2(file, dst / file.name)
