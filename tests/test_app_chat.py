@@ -39,9 +39,10 @@ ARGMAX = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
 @pytest.fixture(scope="module")
 def worker(qapp, tiny_checkpoint: Path):
     from mlx_backend.generation.engine import Engine
+    from mlx_backend.generation.prefill import PrefillPolicy
 
     # Small prefill chunks so a long prompt reports progress (and can be stopped) chunk by chunk.
-    client = WorkerClient(engine_loader=lambda path, progress: Engine.load(path, progress, prefill_step_size=32))
+    client = WorkerClient(engine_loader=lambda path, progress: Engine.load(path, progress, prefill=PrefillPolicy.fixed(32)))
     loaded = threading.Event()
     client.modelLoaded.connect(lambda info: loaded.set())
     client.load_model(str(tiny_checkpoint))

@@ -21,6 +21,7 @@ from app.chat.store import ConversationStore
 from app.worker.worker import WorkerClient
 from mlx_backend.documents.reading import Document
 from mlx_backend.generation.engine import Engine
+from mlx_backend.generation.prefill import PrefillPolicy
 from mlx_backend.events import AnswerDelta, ChatMessage, Finished, PrefillProgress
 from mlx_backend.documents.summary import SummaryOptions, SummaryProgress
 from tests.support.checkpoints import write_random_checkpoint
@@ -84,7 +85,7 @@ class Harness:
         self.recorder: RecordingEngine | None = None
 
         def loader(path, progress):
-            engine = Engine.load(path, prefill_step_size=64)
+            engine = Engine.load(path, prefill=PrefillPolicy.fixed(64))
             if gate:
                 self.gate = GatedEngine(engine)
                 return self.gate

@@ -7,6 +7,7 @@ with cold ones.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,9 @@ import pytest
 from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import QuantizedKVCache
 
-from mlx_backend.generation.engine import Engine, StopSequences
+from mlx_backend.generation.engine import Engine
+from mlx_backend.generation.prefill import PrefillPolicy
+from mlx_backend.generation.stop_sequences import StopSequences
 from mlx_backend.errors import ContextOverflowError, RequestError
 from mlx_backend.events import (
     AnswerDelta,
@@ -60,7 +63,7 @@ def engine(loaded) -> Engine:
     """Without reply re-encoding a conversation's cache holds exactly the prompt plus the
     generated tokens, so tests can read back what was generated; re-encoding has its own tests."""
     model, tokenizer = loaded
-    return Engine(model, tokenizer, prefill_step_size=16, reencode_replies=False)
+    return Engine(model, tokenizer, prefill=PrefillPolicy.fixed(16), reencode_replies=False)
 
 
 def user(text: str) -> ChatMessage:
@@ -136,7 +139,8 @@ def test_events_come_in_order_with_stats(engine):
     assert progress[0] == PrefillProgress(0, len(prompt), None)
     assert progress[-1] == PrefillProgress(len(prompt), len(prompt), 0.0)
     assert [p.done for p in progress] == sorted(p.done for p in progress)
-    assert len(progress) == 2 + (len(prompt) - 2) // 16  # one per 16-token chunk
+    # 0/total, one after each 16-token chunk of all but the last token, total/total.
+    assert len(progress) == 2 + math.ceil((len(prompt) - 1) / 16)
     assert all(p.eta_s is not None and p.eta_s >= 0 for p in progress[1:])
     last_progress = events.index(progress[-1])
     assert all(
@@ -265,7 +269,7 @@ def test_a_history_without_typed_control_tokens_encodes_as_before(tmp_path, vari
 
 def test_a_reply_to_pasted_control_tokens_is_still_reused_whole_next_turn(loaded):
     model, tokenizer = loaded
-    engine = Engine(model, tokenizer, prefill_step_size=16)  # re-encoding is the default
+    engine = Engine(model, tokenizer, prefill=PrefillPolicy.fixed(16))  # re-encoding is the default
     history = [user(PASTED)]
     for turn, follow_up in enumerate(["More <think>?</think>", "Last one <|endoftext|>", None]):
         request = ask(*history, conversation_id="chat", max_tokens=8, enable_thinking=False)
@@ -511,7 +515,7 @@ def test_a_failure_inside_generation_is_reported_and_the_engine_recovers(engine,
 def test_follow_up_turns_reuse_the_common_prefix_and_match_cold_runs_despite_dropped_think_blocks(
     engine, monkeypatch
 ):
-    cold = Engine(engine.model, engine.tokenizer, prefill_step_size=16, reencode_replies=False)
+    cold = Engine(engine.model, engine.tokenizer, prefill=PrefillPolicy.fixed(16), reencode_replies=False)
     think_start = engine.tokenizer.think_start_id
     history = [user(STORY)]
     for turn, content in enumerate(["Why backwards?", "And then? /no_think"]):
@@ -630,8 +634,8 @@ def history_tokens(engine: Engine, messages) -> list[int]:
 
 def test_after_a_reply_the_cache_holds_it_as_the_next_prompt_will_render_it(loaded, monkeypatch):
     model, tokenizer = loaded
-    engine = Engine(model, tokenizer, prefill_step_size=16)  # re-encoding is the default
-    cold = Engine(model, tokenizer, prefill_step_size=16, reencode_replies=False)
+    engine = Engine(model, tokenizer, prefill=PrefillPolicy.fixed(16))  # re-encoding is the default
+    cold = Engine(model, tokenizer, prefill=PrefillPolicy.fixed(16), reencode_replies=False)
     history = [user(STORY)]
     for turn, follow_up in enumerate(["Why backwards?", "And then?", None]):
         request = ask(*history, conversation_id="chat", max_tokens=8, enable_thinking=False)
@@ -689,7 +693,7 @@ def test_cancel_after_the_answer_skips_reencoding(loaded):
 
 def test_a_moe_model_streams_and_reuses_its_cache(tmp_path):
     model, tokenizer = load(write_random_checkpoint(tmp_path / "moe", moe=True))
-    engine = Engine(model, tokenizer, prefill_step_size=16)
+    engine = Engine(model, tokenizer, prefill=PrefillPolicy.fixed(16))
     first = ask(user(STORY), conversation_id="chat", max_tokens=6, enable_thinking=False)
     prompt = engine.prepare(first).prompt
     reply = answer_text(collect(engine, first))

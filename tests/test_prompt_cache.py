@@ -40,7 +40,6 @@ def test_unknown_conversation_gets_a_fresh_cache():
     store = PromptCacheStore(byte_budget=10**9)
     checkout = store.checkout("chat", [1, 2, 3], fresh_layers)
     assert checkout.reused == 0
-    assert checkout.remaining == [1, 2, 3]
     assert all(layer.offset == 0 for layer in checkout.layers)
 
 
@@ -49,7 +48,6 @@ def test_follow_up_prompt_reuses_the_whole_cached_prefix():
     store.put("chat", filled_layers(5), [1, 2, 3, 4, 5])
     checkout = store.checkout("chat", [1, 2, 3, 4, 5, 6, 7], fresh_layers)
     assert checkout.reused == 5
-    assert checkout.remaining == [6, 7]
     assert [layer.offset for layer in checkout.layers] == [5, 5]
 
 
@@ -61,7 +59,6 @@ def test_diverging_history_is_trimmed_back_to_the_common_prefix():
     store.put("chat", filled_layers(len(cached)), cached)
     checkout = store.checkout("chat", prompt, fresh_layers)
     assert checkout.reused == 3
-    assert checkout.remaining == [20, 21, 30, 31]
     assert [layer.offset for layer in checkout.layers] == [3, 3]
     # The kept positions are the original ones, untouched by the trim.
     kept_keys, _ = checkout.layers[0].keys_and_values()
@@ -73,7 +70,6 @@ def test_an_identical_prompt_still_leaves_one_token_to_prefill():
     store.put("chat", filled_layers(4), [1, 2, 3, 4])
     checkout = store.checkout("chat", [1, 2, 3, 4], fresh_layers)
     assert checkout.reused == 3
-    assert checkout.remaining == [4]
     assert checkout.layers[0].offset == 3
 
 

@@ -15,6 +15,7 @@ from mlx_backend.generation.sampling import (
     preset_for,
     resolve_sampling,
     seed_random,
+    validate_seed,
 )
 
 
@@ -87,7 +88,7 @@ def test_the_same_seed_reproduces_the_same_draws():
 
 def test_negative_seed_is_a_request_error():
     with pytest.raises(RequestError, match="seed"):
-        seed_random(-1)
+        validate_seed(-1)
 
 
 def test_presence_penalty_lowers_the_logits_of_tokens_already_seen():

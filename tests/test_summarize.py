@@ -11,6 +11,7 @@ import pytest
 
 from mlx_backend.documents.reading import Document, read_document
 from mlx_backend.generation.engine import Engine
+from mlx_backend.generation.prefill import PrefillPolicy
 from mlx_backend.errors import ContextOverflowError, DocumentError
 from mlx_backend.events import AnswerDelta, Failed, Finished, PrefillProgress
 from mlx_backend.memory.planner import (
@@ -51,7 +52,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def engine(checkpoint: Path) -> Engine:
-    return Engine.load(checkpoint, prefill_step_size=64)
+    return Engine.load(checkpoint, prefill=PrefillPolicy.fixed(64))
 
 
 def text_document(name: str, text: str, kind: str = "text") -> Document:
@@ -346,7 +347,7 @@ def test_map_reduce_runs_every_part_then_streams_the_combined_summary(engine: En
 def test_many_part_summaries_are_merged_in_rounds(tmp_path: Path):
     # A 768-position model with long part answers: the part summaries can't all go into one
     # combine request, so they are merged in intermediate "reduce" rounds first.
-    small = Engine.load(write_random_checkpoint(tmp_path / "ctx768", max_position_embeddings=768), prefill_step_size=64)
+    small = Engine.load(write_random_checkpoint(tmp_path / "ctx768", max_position_embeddings=768), prefill=PrefillPolicy.fixed(64))
     document = text_document("notes.txt", paragraphs(8, words=40))
     options = SummaryOptions(answer_tokens=400, part_answer_tokens=200, allow_yarn=False, budget_bytes=10**12, seed=2)
     recorder = RecordingEngine(small)

@@ -11,7 +11,7 @@ re-rendered previous answer differs from what the model generated right after
 the new one) makes reuse exact in every case: whatever matches is reused, whatever differs is
 recomputed, and the result is the same as a cold run. (The engine also re-encodes each reply
 the way the next prompt renders it right after the reply, so in a normal chat the next turn's
-prompt extends the cache exactly; see ``Engine._reencode_reply``.)
+prompt extends the cache exactly; see ``Engine._reencode_reply`` in engine.py.)
 
 Several conversations keep their caches in a small LRU bounded by bytes, so switching back to
 a recent chat is fast too. The engine checks a cache out for the length of one request and
@@ -21,7 +21,7 @@ puts it back afterwards with the tokens it then holds (or drops it when a reques
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Optional, Sequence
 
 from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
@@ -49,11 +49,10 @@ class CachedPrompt:
 
 @dataclass
 class CacheCheckout:
-    """What the engine prefills with: a cache holding ``prompt[:reused]`` and the rest to run."""
+    """What the engine prefills with: a cache holding ``prompt[:reused]``."""
 
     layers: LayerCaches
     reused: int
-    remaining: list[int] = field(default_factory=list)
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -116,19 +115,19 @@ class PromptCacheStore:
             raise ValueError("the prompt must hold at least one token")
         entry = self._entries.pop(conversation_id, None) if conversation_id else None
         if entry is None or entry.signature != signature or entry.offset() != len(entry.tokens):
-            return CacheCheckout(make_layers(), 0, list(prompt))
+            return CacheCheckout(make_layers(), 0)
         # Always leave at least one token to prefill: the last one produces the first logits.
         keep = min(common_prefix_length(entry.tokens, prompt), len(prompt) - 1)
         surplus = len(entry.tokens) - keep
         if surplus and not can_trim_prompt_cache(entry.layers):
-            return CacheCheckout(make_layers(), 0, list(prompt))
+            return CacheCheckout(make_layers(), 0)
         if surplus:
             trim_prompt_cache(entry.layers, surplus)
         if keep == 0:
             # Nothing in common: a fresh cache starts at offset 0 just the same, without the
             # old buffers' size.
-            return CacheCheckout(make_layers(), 0, list(prompt))
-        return CacheCheckout(entry.layers, keep, list(prompt[keep:]))
+            return CacheCheckout(make_layers(), 0)
+        return CacheCheckout(entry.layers, keep)
 
     def put(
         self,

@@ -8,7 +8,7 @@ the presets never sample greedily; a request may still ask for ``temperature=0``
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import mlx.core as mx
 from mlx_lm.sample_utils import LogitsProcessor, Sampler, make_logits_processors, make_sampler
@@ -65,21 +65,39 @@ def make_request_sampler(params: SamplingParams, vocab_size: int) -> Sampler:
     )
 
 
-def make_request_logits_processors(params: SamplingParams) -> list[LogitsProcessor]:
-    """The presence penalty as an mlx-lm logits processor (none when it is 0)."""
-    return make_logits_processors(
+def make_request_logits_processors(
+    params: SamplingParams, prefilled: Sequence[int] = ()
+) -> list[LogitsProcessor]:
+    """The presence penalty as an mlx-lm logits processor (none when it is 0).
+
+    ``generate_step`` shows its processors only the tokens it was given itself. The engine
+    prefills all of the prompt but its last token beforehand, so those ``prefilled`` ids are put
+    back in front: the penalty sees the same context as in a one-pass run over the whole prompt.
+    """
+    processors = make_logits_processors(
         presence_penalty=params.presence_penalty or None,
         presence_context_size=PRESENCE_PENALTY_CONTEXT,
     )
+    if not processors or not prefilled:
+        return processors
+    before = mx.array(list(prefilled[-PRESENCE_PENALTY_CONTEXT:]))
+
+    def with_prefilled(processor: LogitsProcessor) -> LogitsProcessor:
+        return lambda tokens, logits: processor(mx.concatenate([before, tokens]), logits)
+
+    return [with_prefilled(processor) for processor in processors]
 
 
 def seed_random(seed: Optional[int]) -> None:
     """Make sampling reproducible: the same seed, prompt and settings give the same tokens."""
-    if seed is None:
-        return
-    if not isinstance(seed, int) or seed < 0:
+    if seed is not None:
+        mx.random.seed(seed)
+
+
+def validate_seed(seed: Optional[int]) -> None:
+    """Raise RequestError unless ``seed`` is None or a whole number mx.random.seed accepts."""
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
         raise RequestError(f"The seed must be a whole number, 0 or more, not {seed!r}.")
-    mx.random.seed(seed)
 
 
 def _finite(value: float) -> bool:

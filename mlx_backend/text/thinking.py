@@ -16,7 +16,7 @@ from typing import Optional, Union
 from mlx_backend.text.chat_template import THINK_CLOSE, THINK_OPEN, ThinkingMode, ends_inside_thinking
 from mlx_backend.events import AnswerDelta, ThinkingDelta
 
-__all__ = ["ThinkingParser", "resolve_thinking", "ends_inside_thinking", "THINK_OPEN", "THINK_CLOSE"]
+__all__ = ["ThinkingParser", "resolve_thinking", "partial_suffix_length", "ends_inside_thinking", "THINK_OPEN", "THINK_CLOSE"]
 
 ParsedDelta = Union[ThinkingDelta, AnswerDelta]
 
@@ -27,10 +27,13 @@ class _Phase(Enum):
     ANSWER = "answer"
 
 
-def _partial_tag_length(text: str, tag: str) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of ``tag`` (a tag cut in two)."""
-    for length in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:length]):
+def partial_suffix_length(text: str, marker: str) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of ``marker``.
+
+    That much of streamed text must be held back: it may be a tag or stop string cut in two.
+    """
+    for length in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:length]):
             return length
     return 0
 
@@ -91,7 +94,7 @@ class ThinkingParser:
                     self._pending = ""
                     break
                 # Hold back a possibly split </think> and trailing newlines (they may frame </think>).
-                body = self._pending[: len(self._pending) - _partial_tag_length(self._pending, THINK_CLOSE)]
+                body = self._pending[: len(self._pending) - partial_suffix_length(self._pending, THINK_CLOSE)]
                 emit = body.rstrip("\n")
                 thinking.append(emit)
                 self._pending = self._pending[len(emit) :]

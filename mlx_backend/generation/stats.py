@@ -1,0 +1,43 @@
+"""Book-keeping of one request: what its KV cache holds, what it produced, and its speeds."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from mlx_backend.events import GenerationStats
+from mlx_backend.generation.prompt_cache import LayerCaches
+from mlx_backend.memory.planner import GB, peak_memory_bytes
+
+
+@dataclass
+class RequestRun:
+    """One request's cache and counters, updated as it prefills and decodes."""
+
+    layers: LayerCaches
+    held: list[int]  # token ids the layer caches hold, position by position
+    reused: int
+    started: float = field(default_factory=time.perf_counter)
+    prefilled: int = 0
+    first_token_at: Optional[float] = None
+    last_token_at: Optional[float] = None
+    generated: int = 0
+    broken: bool = False  # the cache may not match ``held``: never store it
+
+    def stats(self, prompt_tokens: int) -> GenerationStats:
+        prefill_end = self.first_token_at or time.perf_counter()
+        prefill_time = max(prefill_end - self.started, 1e-9)
+        decode_time = (self.last_token_at or prefill_end) - prefill_end
+        return GenerationStats(
+            prompt_tokens=prompt_tokens,
+            cached_tokens=self.reused,
+            generation_tokens=self.generated,
+            ttft_s=(self.first_token_at - self.started) if self.first_token_at else 0.0,
+            prompt_tps=self.prefilled / prefill_time,
+            # Tokens after the first over the time they took (the first belongs to prefill).
+            generation_tps=(
+                (self.generated - 1) / decode_time if self.generated > 1 and decode_time > 0 else 0.0
+            ),
+            peak_memory_gb=peak_memory_bytes() / GB,
+        )
