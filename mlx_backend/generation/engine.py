@@ -41,15 +41,8 @@ from mlx_lm.generate import generate_step, generation_stream
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
 from mlx_backend.errors import ContextOverflowError, RequestError
-from mlx_backend.events import (
-    AnswerDelta,
-    ChatRequest,
-    Event,
-    Failed,
-    Finished,
-    FinishReason,
-    PrefillProgress,
-)
+from mlx_backend.events import ChatRequest, Event, Failed, Finished, PrefillProgress
+from mlx_backend.generation.decode import TokenStep, decode_reply
 from mlx_backend.generation.prefill import PrefillChunk, PrefillPolicy, prefill
 from mlx_backend.generation.prompt_cache import PromptCacheStore, common_prefix_length
 from mlx_backend.generation.request import PreparedRequest, PromptRenderer, validate_request
@@ -60,7 +53,6 @@ from mlx_backend.generation.sampling import (
     seed_random,
 )
 from mlx_backend.generation.stats import RequestRun
-from mlx_backend.generation.stop_sequences import StopSequences
 from mlx_backend.memory.planner import GB, memory_budget, model_nbytes, reset_peak_memory, wired_limit
 from mlx_backend.models import current_rope_scaling, set_rope_scaling
 from mlx_backend.models.limits import (
@@ -70,7 +62,7 @@ from mlx_backend.models.limits import (
     kv_quantizable,
     yarn_original_context,
 )
-from mlx_backend.text.thinking import ThinkingParser, resolve_thinking
+from mlx_backend.text.thinking import resolve_thinking
 from mlx_backend.text.tokenizer import Qwen3Tokenizer
 
 # A prompt must leave this much of the context free for the answer (or max_tokens, if smaller).
@@ -324,7 +316,7 @@ class Engine:
         prompt = prepared.prompt
         total = len(prompt) - run.reused
         yield PrefillProgress(0, total, None)
-        tokens: Optional[Iterator[tuple[int, mx.array]]] = None
+        tokens: Optional[Iterator[TokenStep]] = None
         try:
             # Everything but the last prompt token: generate_step runs that one, for the first logits.
             for chunk in self._prefill(prepared, run, prompt[len(run.held) : -1], cancel):
@@ -336,7 +328,7 @@ class Engine:
             first = next(tokens)
             run.first_token_at = time.perf_counter()
             yield PrefillProgress(total, total, 0.0)
-            reason, answer = yield from self._decode(prepared, run, tokens, first, cancel)
+            reason, answer = yield from decode_reply(self.tokenizer, prepared, run, tokens, first, cancel)
         except Exception as error:  # MLX errors (out of memory, ...) end the stream, not the app
             run.broken = True
             yield Failed(f"Generation failed: {error}")
@@ -363,7 +355,7 @@ class Engine:
             run.prefilled = len(run.held) - run.reused
             yield chunk
 
-    def _start_decoding(self, prepared: PreparedRequest, run: RequestRun) -> Iterator[tuple[int, mx.array]]:
+    def _start_decoding(self, prepared: PreparedRequest, run: RequestRun) -> Iterator[TokenStep]:
         """generate_step from the filled cache over the one prompt token it does not hold yet."""
         request = prepared.request
         prompt = prepared.prompt
@@ -379,61 +371,6 @@ class Engine:
             # A requested KV quantization covers the whole context, as the memory plan assumes.
             quantized_kv_start=0,
         )
-
-    def _decode(
-        self,
-        prepared: PreparedRequest,
-        run: RequestRun,
-        tokens: Iterator[tuple[int, mx.array]],
-        first: tuple[int, mx.array],
-        cancel: threading.Event,
-    ) -> Iterator[Event]:
-        # From here the cache holds the whole prompt plus every token generate_step yielded
-        # (it feeds a token to the model before yielding it).
-        run.held = list(prepared.prompt)
-        run.prefilled = len(prepared.prompt) - run.reused
-        eos = self.tokenizer.eos_token_ids
-        detokenizer = self.tokenizer.detokenizer()
-        parser = ThinkingParser(prepared.starts_inside_thinking)
-        stops = StopSequences(prepared.request.stop)
-        reason: FinishReason = "length"
-        answer: list[str] = []
-        stopped_by_string = False
-
-        def show(deltas: list[Event]) -> Iterator[Event]:
-            for delta in deltas:
-                if isinstance(delta, AnswerDelta):
-                    answer.append(delta.text)
-                yield delta
-
-        item: Optional[tuple[int, mx.array]] = first
-        while item is not None:
-            token = item[0]
-            run.held.append(token)
-            run.generated += 1
-            run.last_token_at = time.perf_counter()
-            if token in eos:
-                reason = "stop"
-                break
-            text, stopped_by_string = stops.feed(detokenizer.add_token(token))
-            if text:
-                yield from show(parser.feed(text))
-            if stopped_by_string:
-                reason = "stop"
-                break
-            if cancel.is_set():
-                reason = "cancelled"
-                break
-            item = next(tokens, None)
-        if not stopped_by_string:
-            # Release what was held back: a partial character, a partial stop string.
-            tail, hit = stops.feed(detokenizer.finalize())
-            if not hit:
-                tail += stops.flush()
-            if tail:
-                yield from show(parser.feed(tail))
-        yield from show(parser.flush())
-        return reason, "".join(answer)
 
     def _reencode_reply(
         self, prepared: PreparedRequest, run: RequestRun, answer: str, cancel: threading.Event

@@ -1,0 +1,79 @@
+"""Decoding: turn generate_step's tokens into thinking and answer text, up to a stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterator, Optional
+
+import mlx.core as mx
+
+from mlx_backend.events import AnswerDelta, Event, FinishReason
+from mlx_backend.generation.request import PreparedRequest
+from mlx_backend.generation.stats import RequestRun
+from mlx_backend.generation.stop_sequences import StopSequences
+from mlx_backend.text.thinking import ThinkingParser
+from mlx_backend.text.tokenizer import Qwen3Tokenizer
+
+TokenStep = tuple[int, mx.array]  # what generate_step yields: a token id and its logprobs
+
+
+def decode_reply(
+    tokenizer: Qwen3Tokenizer,
+    prepared: PreparedRequest,
+    run: RequestRun,
+    tokens: Iterator[TokenStep],
+    first: TokenStep,
+    cancel: threading.Event,
+) -> Iterator[Event]:
+    """Stream the reply's deltas; returns (the finish reason, the answer text shown).
+
+    Ends at an end-of-turn token (not shown), a stop string (cut before it), ``cancel`` (checked
+    after every token) or when ``tokens`` runs out (max_tokens).
+    """
+    # From here the cache holds the whole prompt plus every token generate_step yielded
+    # (it feeds a token to the model before yielding it).
+    run.held = list(prepared.prompt)
+    run.prefilled = len(prepared.prompt) - run.reused
+    eos = tokenizer.eos_token_ids
+    detokenizer = tokenizer.detokenizer()
+    parser = ThinkingParser(prepared.starts_inside_thinking)
+    stops = StopSequences(prepared.request.stop)
+    reason: FinishReason = "length"
+    answer: list[str] = []
+    stopped_by_string = False
+
+    def show(deltas: list[Event]) -> Iterator[Event]:
+        for delta in deltas:
+            if isinstance(delta, AnswerDelta):
+                answer.append(delta.text)
+            yield delta
+
+    item: Optional[TokenStep] = first
+    while item is not None:
+        token = item[0]
+        run.held.append(token)
+        run.generated += 1
+        run.last_token_at = time.perf_counter()
+        if token in eos:
+            reason = "stop"
+            break
+        text, stopped_by_string = stops.feed(detokenizer.add_token(token))
+        if text:
+            yield from show(parser.feed(text))
+        if stopped_by_string:
+            reason = "stop"
+            break
+        if cancel.is_set():
+            reason = "cancelled"
+            break
+        item = next(tokens, None)
+    if not stopped_by_string:
+        # Release what was held back: a partial character, a partial stop string.
+        tail, hit = stops.feed(detokenizer.finalize())
+        if not hit:
+            tail += stops.flush()
+        if tail:
+            yield from show(parser.feed(tail))
+    yield from show(parser.flush())
+    return reason, "".join(answer)
