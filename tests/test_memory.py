@@ -1,4 +1,5 @@
-"""Memory planner arithmetic against hand-computed figures for real Qwen3 configs."""
+"""Memory planner figures against hand-computed ones for real Qwen3 configs: the proof that
+the lazily built model is measured the way the checkpoint stores it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,15 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
-from mlx_backend.memory import planner as memory
+from mlx_backend.memory import device
 from mlx_backend.loading.loader import load_model
-from mlx_backend.memory.planner import (
+from mlx_backend.memory.device import memory_budget, peak_memory_bytes, reset_peak_memory, wired_limit
+from mlx_backend.memory.plan import plan_memory
+from mlx_backend.memory.sizes import (
     count_parameters,
     estimate_kv_cache_bytes,
     estimate_weights_bytes,
-    memory_budget,
     model_nbytes,
-    peak_memory_bytes,
-    plan_memory,
-    reset_peak_memory,
-    wired_limit,
 )
 from tests.support.checkpoints import write_random_checkpoint
 
@@ -210,7 +208,7 @@ def test_moe_estimate_matches_mlx_with_every_expert(tmp_path):
 
 
 def test_budget_off_apple_silicon_is_a_share_of_physical_memory(monkeypatch):
-    monkeypatch.setattr(memory, "_device_info", lambda: {"architecture": "x86_64"})
+    monkeypatch.setattr(device, "_device_info", lambda: {"architecture": "x86_64"})
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     budget = memory_budget()
     assert budget.bytes == int(physical * 0.75)
@@ -219,7 +217,7 @@ def test_budget_off_apple_silicon_is_a_share_of_physical_memory(monkeypatch):
 
 def test_budget_on_apple_silicon_is_metal_recommended_working_set(monkeypatch):
     monkeypatch.setattr(
-        memory, "_device_info", lambda: {"max_recommended_working_set_size": 22_906_503_168}
+        device, "_device_info", lambda: {"max_recommended_working_set_size": 22_906_503_168}
     )
     assert memory_budget().bytes == 22_906_503_168
 
@@ -227,11 +225,11 @@ def test_budget_on_apple_silicon_is_metal_recommended_working_set(monkeypatch):
 def test_wired_limit_sets_and_restores_only_where_metal_recommends(monkeypatch):
     calls = []
     monkeypatch.setattr(mx, "set_wired_limit", lambda n: calls.append(n) or 7)
-    monkeypatch.setattr(memory, "_device_info", lambda: {})
+    monkeypatch.setattr(device, "_device_info", lambda: {})
     with wired_limit():
         pass
     assert calls == []  # CPU backend: nothing to wire
-    monkeypatch.setattr(memory, "_device_info", lambda: {"max_recommended_working_set_size": 1234})
+    monkeypatch.setattr(device, "_device_info", lambda: {"max_recommended_working_set_size": 1234})
     with wired_limit():
         assert calls == [1234]
     assert calls == [1234, 7]  # the previous limit is restored

@@ -54,7 +54,8 @@ from mlx_backend.events import (
     ROLES,
     SamplingParams,
 )
-from mlx_backend.memory.planner import GB, memory_budget, model_nbytes, peak_memory_bytes, reset_peak_memory, wired_limit
+from mlx_backend.memory.device import memory_budget, peak_memory_bytes, reset_peak_memory, wired_limit
+from mlx_backend.memory.sizes import GB, model_nbytes
 from mlx_backend.models import current_rope_scaling, set_rope_scaling
 from mlx_backend.models.limits import (
     DEFAULT_YARN_FACTOR,
