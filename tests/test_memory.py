@@ -10,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
+from mlx_backend.errors import ModelLoadError
 from mlx_backend.memory import device
 from mlx_backend.loading.loader import load_model
 from mlx_backend.memory.device import memory_budget, peak_memory_bytes, reset_peak_memory, wired_limit
@@ -240,3 +241,45 @@ def test_peak_memory_reading_follows_allocations():
     big = mx.zeros((4 * 2**20,), dtype=mx.float32)  # 16 MiB
     mx.eval(big)
     assert peak_memory_bytes() >= big.nbytes
+
+
+TINY_MOE = {
+    "model_type": "qwen3_moe",
+    "hidden_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 128,
+    "moe_intermediate_size": 32,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "vocab_size": 128,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_router_override_without_a_mode_is_affine_like_the_loader_reads_it():
+    # An mxfp4 folder keeps its 4 x 64 router as {"bits": 8, "group_size": 64}: affine 8-bit,
+    # 256 packed bytes + 4 groups x bf16 scale and bias (16 bytes), not an mxfp8 layout.
+    router = "model.layers.0.mlp.gate"
+
+    def mxfp4(router_setting):
+        quantization = {"group_size": 32, "bits": 4, "mode": "mxfp4", router: router_setting}
+        return {**TINY_MOE, "quantization": quantization}
+
+    unquantized_router = 4 * 64 * 2
+    affine_8bit_router = 4 * 64 + 4 * 2 * 2
+    assert estimate_weights_bytes(mxfp4(False)) - estimate_weights_bytes(
+        mxfp4({"bits": 8, "group_size": 64})
+    ) == unquantized_router - affine_8bit_router
+
+
+def test_plan_reads_a_config_json_path_and_says_when_there_is_none(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_8B))
+    plan = plan_memory(tmp_path / "config.json", 1_024, budget_bytes=64 * 10**9)
+    assert plan.weights_bytes == 2 * QWEN3_8B_PARAMS
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        plan_memory(empty, 1_024)
