@@ -58,7 +58,7 @@ def estimate_weights_bytes(config: Mapping[str, Any]) -> int:
 
 def _frozen(config: Mapping[str, Any]) -> str:
     # A config is nested dicts and lists: its canonical JSON is a hashable key that says it all.
-    return json.dumps(config, sort_keys=True, default=str)
+    return json.dumps(config, sort_keys=True)
 
 
 # Building the catalog's largest entries lazily takes about 0.3 s (Qwen3-235B-A22B, 94 layers
