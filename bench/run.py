@@ -44,7 +44,7 @@ from mlx_lm.sample_utils import make_sampler  # noqa: E402
 from mlx_backend.commands.bench import add_arguments  # noqa: E402
 from mlx_backend.generation.engine import Engine  # noqa: E402
 from mlx_backend.events import ChatMessage, ChatRequest, Finished, PrefillProgress, SamplingParams  # noqa: E402
-from mlx_backend.memory.planner import model_nbytes  # noqa: E402
+from mlx_backend.memory.sizes import model_nbytes  # noqa: E402
 from mlx_backend.generation.prompt_cache import common_prefix_length  # noqa: E402
 from mlx_backend.loading.quantize import convert  # noqa: E402
 from tests.support.checkpoints import write_random_checkpoint  # noqa: E402

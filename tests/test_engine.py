@@ -33,7 +33,7 @@ from mlx_backend.events import (
     ThinkingDelta,
 )
 from mlx_backend.loading.loader import load
-from mlx_backend.memory.planner import model_nbytes
+from mlx_backend.memory.sizes import model_nbytes
 from mlx_backend.models import current_rope_scaling
 from mlx_backend.generation.prompt_cache import common_prefix_length
 from mlx_backend.generation.sampling import NON_THINKING_PRESET, THINKING_PRESET

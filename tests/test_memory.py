@@ -1,4 +1,5 @@
-"""Memory planner arithmetic against hand-computed figures for real Qwen3 configs."""
+"""Memory planner figures against hand-computed ones for real Qwen3 configs: the proof that
+the lazily built model is measured the way the checkpoint stores it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,16 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
-from mlx_backend.memory import planner as memory
+from mlx_backend.errors import ModelLoadError
+from mlx_backend.memory import device
 from mlx_backend.loading.loader import load_model
-from mlx_backend.memory.planner import (
+from mlx_backend.memory.device import memory_budget, peak_memory_bytes, reset_peak_memory, wired_limit
+from mlx_backend.memory.plan import plan_memory
+from mlx_backend.memory.sizes import (
     count_parameters,
     estimate_kv_cache_bytes,
     estimate_weights_bytes,
-    memory_budget,
     model_nbytes,
-    peak_memory_bytes,
-    plan_memory,
-    reset_peak_memory,
-    wired_limit,
 )
 from tests.support.checkpoints import write_random_checkpoint
 
@@ -210,7 +209,7 @@ def test_moe_estimate_matches_mlx_with_every_expert(tmp_path):
 
 
 def test_budget_off_apple_silicon_is_a_share_of_physical_memory(monkeypatch):
-    monkeypatch.setattr(memory, "_device_info", lambda: {"architecture": "x86_64"})
+    monkeypatch.setattr(device, "_device_info", lambda: {"architecture": "x86_64"})
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     budget = memory_budget()
     assert budget.bytes == int(physical * 0.75)
@@ -219,7 +218,7 @@ def test_budget_off_apple_silicon_is_a_share_of_physical_memory(monkeypatch):
 
 def test_budget_on_apple_silicon_is_metal_recommended_working_set(monkeypatch):
     monkeypatch.setattr(
-        memory, "_device_info", lambda: {"max_recommended_working_set_size": 22_906_503_168}
+        device, "_device_info", lambda: {"max_recommended_working_set_size": 22_906_503_168}
     )
     assert memory_budget().bytes == 22_906_503_168
 
@@ -227,11 +226,11 @@ def test_budget_on_apple_silicon_is_metal_recommended_working_set(monkeypatch):
 def test_wired_limit_sets_and_restores_only_where_metal_recommends(monkeypatch):
     calls = []
     monkeypatch.setattr(mx, "set_wired_limit", lambda n: calls.append(n) or 7)
-    monkeypatch.setattr(memory, "_device_info", lambda: {})
+    monkeypatch.setattr(device, "_device_info", lambda: {})
     with wired_limit():
         pass
     assert calls == []  # CPU backend: nothing to wire
-    monkeypatch.setattr(memory, "_device_info", lambda: {"max_recommended_working_set_size": 1234})
+    monkeypatch.setattr(device, "_device_info", lambda: {"max_recommended_working_set_size": 1234})
     with wired_limit():
         assert calls == [1234]
     assert calls == [1234, 7]  # the previous limit is restored
@@ -242,3 +241,45 @@ def test_peak_memory_reading_follows_allocations():
     big = mx.zeros((4 * 2**20,), dtype=mx.float32)  # 16 MiB
     mx.eval(big)
     assert peak_memory_bytes() >= big.nbytes
+
+
+TINY_MOE = {
+    "model_type": "qwen3_moe",
+    "hidden_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 128,
+    "moe_intermediate_size": 32,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "vocab_size": 128,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_router_override_without_a_mode_is_affine_like_the_loader_reads_it():
+    # An mxfp4 folder keeps its 4 x 64 router as {"bits": 8, "group_size": 64}: affine 8-bit,
+    # 256 packed bytes + 4 groups x bf16 scale and bias (16 bytes), not an mxfp8 layout.
+    router = "model.layers.0.mlp.gate"
+
+    def mxfp4(router_setting):
+        quantization = {"group_size": 32, "bits": 4, "mode": "mxfp4", router: router_setting}
+        return {**TINY_MOE, "quantization": quantization}
+
+    unquantized_router = 4 * 64 * 2
+    affine_8bit_router = 4 * 64 + 4 * 2 * 2
+    assert estimate_weights_bytes(mxfp4(False)) - estimate_weights_bytes(
+        mxfp4({"bits": 8, "group_size": 64})
+    ) == unquantized_router - affine_8bit_router
+
+
+def test_plan_reads_a_config_json_path_and_says_when_there_is_none(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_8B))
+    plan = plan_memory(tmp_path / "config.json", 1_024, budget_bytes=64 * 10**9)
+    assert plan.weights_bytes == 2 * QWEN3_8B_PARAMS
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        plan_memory(empty, 1_024)

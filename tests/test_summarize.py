@@ -14,12 +14,8 @@ from mlx_backend.generation.engine import Engine
 from mlx_backend.generation.prefill import PrefillPolicy
 from mlx_backend.errors import ContextOverflowError, DocumentError
 from mlx_backend.events import AnswerDelta, Failed, Finished, PrefillProgress
-from mlx_backend.memory.planner import (
-    RUNTIME_OVERHEAD_BYTES,
-    TIGHT_FRACTION,
-    estimate_kv_cache_bytes,
-    estimate_weights_bytes,
-)
+from mlx_backend.memory.plan import RUNTIME_OVERHEAD_BYTES, TIGHT_FRACTION
+from mlx_backend.memory.sizes import estimate_kv_cache_bytes, estimate_weights_bytes
 from mlx_backend.documents.summary import (
     ModelFacts,
     PartSummary,

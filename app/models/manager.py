@@ -68,9 +68,9 @@ def _folder_size(path: Path) -> int:
 def validate_model_folder(folder: Path) -> None:
     """Raise ModelLoadError with a plain sentence unless ``folder`` holds a Qwen3 checkpoint."""
     from mlx_backend.errors import ModelLoadError
-    from mlx_backend.memory.planner import load_config
+    from mlx_backend.loading.loader import read_config
 
-    config = load_config(folder)
+    config = read_config(folder)
     if config.get("model_type") not in ("qwen3", "qwen3_moe"):
         raise ModelLoadError(
             f"{folder} holds a {config.get('model_type') or 'unknown'} model; Qwen Desk runs Qwen3 models."
@@ -80,7 +80,7 @@ def validate_model_folder(folder: Path) -> None:
 
 
 def _plan_for(config_source, budget_bytes: int):
-    from mlx_backend.memory.planner import plan_memory
+    from mlx_backend.memory.plan import plan_memory
 
     try:
         return plan_memory(config_source, PLANNING_CONTEXT_TOKENS, budget_bytes=budget_bytes)
@@ -194,7 +194,7 @@ class ModelManager(QDialog):
         self._installed_models = installed_models
         self.confirm = confirm
         if budget_bytes is None:
-            from mlx_backend.memory.planner import memory_budget
+            from mlx_backend.memory.device import memory_budget
 
             budget = memory_budget()
             budget_bytes, source = budget.bytes, budget.source

@@ -27,7 +27,7 @@ from mlx_backend.documents.reading import Document
 from mlx_backend.errors import ContextOverflowError, DocumentError
 from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, Failed, Finished, PrefillProgress, ThinkingDelta
 from mlx_backend.models.limits import DEFAULT_YARN_FACTOR, context_window
-from mlx_backend.memory.planner import MemoryPlan, plan_memory
+from mlx_backend.memory.plan import MemoryPlan, plan_memory
 from mlx_backend.models.rope import normalize_rope_scaling
 
 # Qwen's published long-context recipe: YaRN factor 4 over the 32,768-token pre-training window.

@@ -53,7 +53,8 @@ from mlx_backend.generation.sampling import (
     seed_random,
 )
 from mlx_backend.generation.stats import RequestRun
-from mlx_backend.memory.planner import GB, memory_budget, model_nbytes, reset_peak_memory, wired_limit
+from mlx_backend.memory.device import memory_budget, reset_peak_memory, wired_limit
+from mlx_backend.memory.sizes import GB, model_nbytes
 from mlx_backend.models import current_rope_scaling, set_rope_scaling
 from mlx_backend.models.limits import (
     DEFAULT_YARN_FACTOR,

@@ -8,7 +8,8 @@ from typing import Optional
 
 from mlx_backend.events import GenerationStats
 from mlx_backend.generation.prompt_cache import LayerCaches
-from mlx_backend.memory.planner import GB, peak_memory_bytes
+from mlx_backend.memory.device import peak_memory_bytes
+from mlx_backend.memory.sizes import GB
 
 
 @dataclass

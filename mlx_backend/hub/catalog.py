@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Optional
 
-from mlx_backend.memory.planner import MemoryPlan, estimate_weights_bytes, memory_budget, plan_memory
+from mlx_backend.memory.device import memory_budget
+from mlx_backend.memory.plan import MemoryPlan, plan_memory
+from mlx_backend.memory.sizes import estimate_weights_bytes
 
 ThinkingMode = Literal["hybrid", "always", "never"]
 Architecture = Literal["dense", "moe"]

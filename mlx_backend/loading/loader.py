@@ -8,11 +8,12 @@ the packed weights) ends in a ModelLoadError whose message says what is wrong in
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -65,9 +66,16 @@ def load(
     return model, tokenizer
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """config.json as a dict, with a clear error when it is missing or unreadable."""
-    config_path = folder / "config.json"
+def read_config(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:
+    """config.json as a dict, from a model folder, a config.json path or an in-memory config.
+
+    The loader, the converter and the memory planner all read configs here, so a missing or
+    unreadable config.json fails with the same clear ModelLoadError everywhere.
+    """
+    if isinstance(source, Mapping):
+        return dict(source)
+    path = Path(source).expanduser()
+    folder, config_path = (path, path / "config.json") if path.is_dir() else (path.parent, path)
     if not config_path.is_file():
         raise ModelLoadError(
             f"The folder {folder} has no config.json, so it is not a model folder "
@@ -194,34 +202,42 @@ def quantize_like_checkpoint(
     ...}`` or ``false``) override the default, as in mlx-lm. Each layer's packed tensor is
     checked against its bits and group size so a wrong config fails with a clear message.
     """
-    defaults = {
+
+    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        params = layer_quantization(quantization, path)
+        if params is True:
+            if not (hasattr(module, "to_quantized") and f"{path}.scales" in weights):
+                return False
+            params = quantization_defaults(quantization)
+        if params is False:
+            return False
+        _check_packing(path, module, params, weights)
+        return params
+
+    defaults = quantization_defaults(quantization)
+    nn.quantize(model, **defaults, class_predicate=predicate)
+
+
+def quantization_defaults(quantization: dict[str, Any]) -> dict[str, Any]:
+    """The ``to_quantized`` settings of every layer without its own entry."""
+    return {
         "group_size": quantization["group_size"],
         "bits": quantization["bits"],
         "mode": quantization.get("mode", "affine"),
     }
 
-    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
-        override = quantization.get(path)
-        if isinstance(override, bool) and not override:
-            return False
-        if isinstance(override, dict):
-            # Like mlx-lm, an override without "mode" is affine (to_quantized's default), not
-            # the top-level mode: mxfp4 MoE folders keep their router as {"bits": 8, ...}.
-            params = {**defaults, "mode": "affine", **override}
-        elif hasattr(module, "to_quantized") and f"{path}.scales" in weights:
-            params = dict(defaults)
-        else:
-            return False
-        _check_packing(path, module, params, weights)
-        return params
 
-    nn.quantize(
-        model,
-        group_size=defaults["group_size"],
-        bits=defaults["bits"],
-        mode=defaults["mode"],
-        class_predicate=predicate,
-    )
+def layer_quantization(quantization: dict[str, Any], path: str) -> bool | dict[str, Any]:
+    """config.json's word on the layer at ``path``: its own settings, False (left unquantized)
+    or True (no entry: the defaults, where the layer is quantized at all)."""
+    override = quantization.get(path)
+    if isinstance(override, bool) and not override:
+        return False
+    if isinstance(override, dict):
+        # Like mlx-lm, an override without "mode" is affine (to_quantized's default), not
+        # the top-level mode: mxfp4 MoE folders keep their router as {"bits": 8, ...}.
+        return {**quantization_defaults(quantization), "mode": "affine", **override}
+    return True
 
 
 def _check_packing(

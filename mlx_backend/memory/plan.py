@@ -1,0 +1,165 @@
+"""The memory plan: will this model and context fit this machine, and with what settings?
+
+Weights + KV cache for the context + working memory, against the machine's budget, from
+``config.json`` alone (no weights read), so the model manager can warn before a download or a
+load. The verdict comes with its figures and, when it isn't a comfortable fit, what would help.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Optional, Union
+
+from mlx_backend.loading.loader import quantization_settings, read_config
+from mlx_backend.memory.device import MemoryBudget, memory_budget
+from mlx_backend.memory.sizes import (
+    GB,
+    KV_ALLOCATION_STEP,
+    estimate_kv_cache_bytes,
+    estimate_weights_bytes,
+    kv_bytes_per_token,
+)
+
+Verdict = Literal["fits", "tight", "wont_fit"]
+
+# Prefill activations, logits and allocator slack beyond weights and KV cache (a rule of thumb:
+# a 2048-token prefill chunk of the largest Qwen3 needs a few hundred MB).
+RUNTIME_OVERHEAD_BYTES = 512 * 2**20
+# Above this share of the budget the model runs but leaves little for the rest of the Mac.
+TIGHT_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    budget_bytes: int
+    budget_source: str
+    context_tokens: int
+    kv_bits: Optional[int]
+    verdict: Verdict
+    message: str
+    suggestions: tuple[str, ...] = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict != "wont_fit"
+
+
+def plan_memory(
+    config: Union[Mapping[str, Any], str, os.PathLike],
+    context_tokens: int,
+    kv_bits: Optional[int] = None,
+    budget_bytes: Optional[int] = None,
+) -> MemoryPlan:
+    """Estimate weights + KV cache for ``context_tokens`` against the memory budget.
+
+    ``config`` is a config dict, a model folder or a config.json path.
+    """
+    config = read_config(config)
+    if context_tokens <= 0:
+        raise ValueError(f"context_tokens must be positive, not {context_tokens}")
+    if kv_bits not in (None, 4, 8):
+        raise ValueError(f"kv_bits must be None, 8 or 4, not {kv_bits}")
+    if budget_bytes is None:
+        budget = memory_budget()
+    else:
+        budget = MemoryBudget(int(budget_bytes), "the given budget")
+
+    weights = estimate_weights_bytes(config)
+    kv = estimate_kv_cache_bytes(config, context_tokens, kv_bits)
+    total = weights + kv + RUNTIME_OVERHEAD_BYTES
+    verdict = _verdict(total, budget.bytes)
+
+    suggestions: list[str] = []
+    if verdict != "fits":
+        suggestions = _suggestions(config, context_tokens, kv_bits, weights, kv, budget.bytes)
+    summary = (
+        f"Needs about {_gb(total)} (weights {_gb(weights)} + KV cache {_gb(kv)} for "
+        f"{context_tokens:,} tokens{_kv_label(kv_bits)} + {_gb(RUNTIME_OVERHEAD_BYTES)} working "
+        f"memory) of {_gb(budget.bytes)} available ({budget.source}): {_VERDICT_WORDS[verdict]}."
+    )
+    message = " ".join([summary, *suggestions])
+    return MemoryPlan(
+        weights_bytes=weights,
+        kv_cache_bytes=kv,
+        overhead_bytes=RUNTIME_OVERHEAD_BYTES,
+        budget_bytes=budget.bytes,
+        budget_source=budget.source,
+        context_tokens=context_tokens,
+        kv_bits=kv_bits,
+        verdict=verdict,
+        message=message,
+        suggestions=tuple(suggestions),
+    )
+
+
+_VERDICT_WORDS = {
+    "fits": "fits",
+    "tight": "tight, it will run but leaves little memory for other apps",
+    "wont_fit": "won't fit",
+}
+
+
+def _verdict(total: int, budget: int) -> Verdict:
+    if total > budget:
+        return "wont_fit"
+    if total > TIGHT_FRACTION * budget:
+        return "tight"
+    return "fits"
+
+
+def _suggestions(
+    config: dict[str, Any],
+    context_tokens: int,
+    kv_bits: Optional[int],
+    weights: int,
+    kv: int,
+    budget: int,
+) -> list[str]:
+    tips: list[str] = []
+    for smaller_bits in (8, 4):
+        if kv_bits is not None and smaller_bits >= kv_bits:
+            continue
+        smaller_kv = estimate_kv_cache_bytes(config, context_tokens, smaller_bits)
+        if _verdict(weights + smaller_kv + RUNTIME_OVERHEAD_BYTES, budget) != "wont_fit":
+            article = "An" if smaller_bits == 8 else "A"
+            tips.append(
+                f"{article} {smaller_bits}-bit KV cache needs {_gb(smaller_kv)} instead of {_gb(kv)} "
+                f"and would {_verdict_phrase(weights + smaller_kv, budget)}."
+            )
+            break
+    room = budget * TIGHT_FRACTION - weights - RUNTIME_OVERHEAD_BYTES
+    per_token = kv_bytes_per_token(config, kv_bits)
+    if room > per_token * KV_ALLOCATION_STEP:
+        longest = int(room // per_token) // KV_ALLOCATION_STEP * KV_ALLOCATION_STEP
+        if longest < context_tokens:
+            tips.append(f"A context of up to {longest:,} tokens fits comfortably.")
+    if weights + RUNTIME_OVERHEAD_BYTES > budget * TIGHT_FRACTION:
+        quantization = quantization_settings(config)
+        if quantization is None or int(quantization["bits"]) > 4:
+            tips.append(
+                f"The weights alone need {_gb(weights)}: choose a 4-bit version or a smaller model."
+            )
+        else:
+            tips.append(f"The weights alone need {_gb(weights)}: choose a smaller model.")
+    return tips
+
+
+def _verdict_phrase(weights_and_kv: int, budget: int) -> str:
+    verdict = _verdict(weights_and_kv + RUNTIME_OVERHEAD_BYTES, budget)
+    return "fit" if verdict == "fits" else "fit, tightly"
+
+
+def _kv_label(kv_bits: Optional[int]) -> str:
+    return f" at {kv_bits}-bit" if kv_bits else ""
+
+
+def _gb(n: float) -> str:
+    return f"{n / GB:.1f} GB"
