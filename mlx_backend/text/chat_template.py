@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import jinja2.exceptions
 from transformers.utils.chat_template_utils import render_jinja_template
