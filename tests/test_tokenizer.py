@@ -10,7 +10,7 @@ import pytest
 
 from mlx_backend.errors import ModelLoadError, RequestError
 from mlx_backend.text.tokenizer import Qwen3Tokenizer
-from tests.support.paths import QWEN3_TOKENIZER_DIR
+from tests.support.paths import QWEN3_TOKENIZER_DIR, SHARED_FIXTURES
 from tests.support.tokenizers import (
     QWEN3_ADDED_TOKENS,
     QWEN3_FIXTURES_MISSING_REASON,
@@ -157,6 +157,50 @@ def test_thinking_modes_of_the_three_variants(tmp_path):
         assert (tokenizer.thinking_mode, tokenizer.template_opens_think) == (mode, opens_think), variant
 
 
+# -- the 248K vocabulary of Qwen3.5 / 3.6 / 3.8 -------------------------------------------------
+
+QWEN35_FAMILY_DIR = SHARED_FIXTURES / "qwen3.5-family"
+# Words whose combining marks (\p{M}) Qwen2's split pattern would cut off.
+COMBINING_MARK_TEXTS = ["नमस्ते दुनिया", "สวัสดีครับ", "ñ and n\u0303 , मैं", "Z\u0324\u0354\u0367\u0311algo"]
+
+
+@pytest.fixture(scope="module")
+def qwen38_dir(tmp_path_factory) -> Path:
+    """Qwen3.8-27B's tokenizer_config.json and generation_config.json beside the 248K vocabulary."""
+    vocab_dir, model_dir = QWEN35_FAMILY_DIR / "tokenizer-248k", QWEN35_FAMILY_DIR / "Qwen3.8-27B"
+    if not (vocab_dir / "vocab.json").is_file() or not (model_dir / "tokenizer_config.json").is_file():
+        pytest.skip(f"the Qwen3.5-family fixtures are missing under {QWEN35_FAMILY_DIR}")
+    folder = tmp_path_factory.mktemp("qwen3.8")
+    for source in (vocab_dir / "vocab.json", vocab_dir / "merges.txt"):
+        (folder / source.name).symlink_to(source)
+    for name in ("tokenizer_config.json", "generation_config.json"):
+        shutil.copyfile(model_dir / name, folder / name)
+    return folder
+
+
+def test_qwen38_known_ids(qwen38_dir):
+    tokenizer = Qwen3Tokenizer.from_folder(qwen38_dir)
+    assert [tokenizer.token_to_id(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")] == [248044, 248045, 248046]
+    assert (tokenizer.think_start_id, tokenizer.think_end_id) == (248068, 248069)
+    assert tokenizer.vocab_size == 248077
+    assert tokenizer.eos_token_ids == frozenset({248046, 248044})
+    assert tokenizer.thinking_mode == "hybrid"
+
+
+def test_qwen38_pretokenize_regex_is_honoured(qwen38_dir):
+    # transformers' Qwen2Tokenizer ignores tokenizer_config["pretokenize_regex"]; its Qwen3_5Tokenizer
+    # has the \p{M} pattern built in (but AutoTokenizer's copy of it reads no vocab.json), so it is the reference.
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen3_5.tokenization_qwen3_5 import Qwen3_5Tokenizer
+
+    tokenizer = Qwen3Tokenizer.from_folder(qwen38_dir)
+    reference = Qwen3_5Tokenizer(vocab=str(qwen38_dir / "vocab.json"), merges=str(qwen38_dir / "merges.txt"))
+    qwen2_split = Qwen2Tokenizer.from_pretrained(str(qwen38_dir))
+    for text in [*COMBINING_MARK_TEXTS, *TEXTS[:8]]:
+        assert tokenizer.encode(text) == reference.encode(text, add_special_tokens=False), text
+    assert any(tokenizer.encode(t) != qwen2_split.encode(t, add_special_tokens=False) for t in COMBINING_MARK_TEXTS)
+
+
 # -- tiny tokenizer (always runs) -------------------------------------------------------------
 
 
@@ -243,7 +287,7 @@ def test_corrupt_vocab_is_a_model_load_error(tmp_path):
 def test_malformed_merges_is_a_model_load_error(tmp_path):
     write_tiny_tokenizer(tmp_path)
     (tmp_path / "merges.txt").write_text("#version: 0.2\nĠ t extra\n")
-    with pytest.raises(ModelLoadError, match="merges.txt .* line 2"):
+    with pytest.raises(ModelLoadError, match="merges.txt.*Merges text file invalid"):
         Qwen3Tokenizer.from_folder(tmp_path)
 
 
@@ -270,22 +314,21 @@ def test_added_token_id_mismatch_with_tokenizer_json_is_refused(tmp_path):
     think_id = str(tiny_token_id("<think>"))
     decoder[str(int(think_id) + 1000)] = decoder.pop(think_id)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="'<think>' is declared as id"):
+    with pytest.raises(ModelLoadError, match="think>' is declared as id .* but the vocabulary gives it id"):
         Qwen3Tokenizer.from_folder(tmp_path)
 
 
-def test_added_tokens_keep_declared_ids_when_not_contiguous(tmp_path):
-    # vocab.json + merges.txt: an added token's declared id is honoured even past a gap.
+def test_added_token_declared_past_a_gap_is_refused(tmp_path):
+    # vocab.json + merges.txt: transformers numbers added tokens right after the vocabulary and
+    # would silently give </think> another id than the one the model was trained on.
     write_tiny_tokenizer(tmp_path)
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     decoder = config["added_tokens_decoder"]
     think_end = str(tiny_token_id("</think>"))
     decoder["5000"] = decoder.pop(think_end)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
-    tokenizer = Qwen3Tokenizer.from_folder(tmp_path)
-    assert tokenizer.think_end_id == 5000
-    assert tokenizer.encode("a</think>")[-1] == 5000
-    assert tokenizer.vocab_size == 5001
+    with pytest.raises(ModelLoadError, match="'</think>' is declared as id 5000"):
+        Qwen3Tokenizer.from_folder(tmp_path)
 
 
 def test_chat_template_jinja_file_takes_precedence(tmp_path):

@@ -1,4 +1,4 @@
-"""Turn byte-level BPE token ids back into text, all at once or one token at a time.
+"""Turn byte-level BPE token ids back into text one token at a time, as they are generated.
 
 Qwen's tokens are byte sequences: a Chinese character or an emoji is often split across two or
 three tokens, so decoding token by token would show broken characters. The streaming detokenizer
@@ -69,11 +69,6 @@ class TokenTable:
             return self._bytes[token_id] or b""
         return b""
 
-    def decode(self, ids: Iterable[int], *, skip_special_tokens: bool = False) -> str:
-        data = b"".join(self.bytes_of(int(i), skip_special_tokens=skip_special_tokens) for i in ids)
-        # errors="replace" as Qwen's tokenizer_config asks: a truncated character shows as U+FFFD.
-        return data.decode("utf-8", errors="replace")
-
 
 class StreamingDetokenizer:
     """Feed token ids one by one; get back only new, complete text.
@@ -87,6 +82,7 @@ class StreamingDetokenizer:
     def __init__(self, table: TokenTable, *, skip_special_tokens: bool = True) -> None:
         self._table = table
         self._skip_special = skip_special_tokens
+        # errors="replace" as Qwen's tokenizer_config asks: a truncated character shows as U+FFFD.
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pieces: list[str] = []
         self.token_count = 0
