@@ -34,17 +34,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
 import mlx_lm  # noqa: E402
 from mlx_lm.generate import stream_generate  # noqa: E402
 from mlx_lm.models.cache import trim_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
+from mlx_lm.tokenizer_utils import TokenizerWrapper  # noqa: E402
 
 from mlx_backend import ChatMessage, ChatRequest, Engine, Finished, PrefillProgress, SamplingParams  # noqa: E402
 from mlx_backend.memory.planner import model_nbytes  # noqa: E402
@@ -143,7 +145,7 @@ def run_ours(engine: Engine, request: ChatRequest) -> Timing:
     return _timing(start, first, end, tokens, idle)
 
 
-def run_mlx_lm(model, tokenizer, prompt: list[int], max_tokens: int) -> Timing:
+def run_mlx_lm(model: nn.Module, tokenizer: TokenizerWrapper, prompt: list[int], max_tokens: int) -> Timing:
     idle = idle_memory()
     start = time.perf_counter()
     first = end = None
@@ -195,7 +197,7 @@ def user_text(engine: Engine, tokens: int, salt: int) -> str:
 
 
 def chat_request(
-    messages, max_tokens: int, conversation: Optional[str] = None, seed: Optional[int] = None
+    messages: Sequence[ChatMessage], max_tokens: int, conversation: Optional[str] = None, seed: Optional[int] = None
 ) -> ChatRequest:
     return ChatRequest(
         messages=tuple(messages),
@@ -247,7 +249,9 @@ class ChatResult:
     reply_tokens: list[int]  # each reply's length as the history renders it
 
 
-def multi_turn(engine: Engine, model, tokenizer, args) -> ChatResult:
+def multi_turn(
+    engine: Engine, model: nn.Module, tokenizer: TokenizerWrapper, args: argparse.Namespace
+) -> ChatResult:
     """Build a chat through the engine, then time its last turn three ways."""
     conversation = "bench-chat"
     engine.clear_caches()
@@ -390,7 +394,17 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command) -> str:
+def render_table(
+    rows: list[tuple[str, str, str, str, str]],
+    args: argparse.Namespace,
+    weights: int,
+    bandwidth: float,
+    question_ids: list[int],
+    dec_ours: list[Timing],
+    dec_theirs: list[Timing],
+    chat: ChatResult,
+    command: str,
+) -> str:
     lines = [
         f"Qwen Desk engine vs mlx-lm {getattr(mlx_lm, '__version__', '?')} "
         f"(MLX {mx.__version__}, {mx.default_device()}, {platform.machine()}): random-weight 4-bit "

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -168,7 +168,7 @@ class WordTokenizer:
         return "".join(self._pieces[i] for i in ids)
 
     def apply_chat_template(self, messages, *, add_generation_prompt: bool = True, enable_thinking=None,
-                            tokenize: bool = True, **_: Any):
+                            tokenize: bool = True, **_: object):
         def part(message) -> str:
             role, content = (message["role"], message["content"]) if isinstance(message, dict) else (
                 message.role, message.content)
