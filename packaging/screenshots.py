@@ -96,7 +96,7 @@ class DemoEngine:
         self.release = threading.Event()
 
     def stream(self, request, cancel: threading.Event) -> Iterator[object]:
-        from mlx_backend.events import AnswerDelta, Finished, GenerationStats, PrefillProgress, ThinkingDelta
+        from mlx_backend import AnswerDelta, Finished, GenerationStats, PrefillProgress, ThinkingDelta
 
         yield PrefillProgress(0, 412, None)
         time.sleep(0.3)  # a believable time to first token on the status bar
@@ -195,7 +195,7 @@ class DocumentDemoEngine:
         return self.now
 
     def stream(self, request, cancel: threading.Event) -> Iterator[object]:
-        from mlx_backend.events import AnswerDelta, Finished, GenerationStats, PrefillProgress
+        from mlx_backend import AnswerDelta, Finished, GenerationStats, PrefillProgress
 
         self.calls += 1
         total = len(self.tokenizer.apply_chat_template(list(request.messages)))
