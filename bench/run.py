@@ -14,7 +14,12 @@ in ABBA order (so drift and other load hit both alike) and the table shows media
 
 On MLX's CPU backend (Linux) full-depth prefill takes far too long, so the default there is 2 of
 the 28 layers and float32 scales (bf16 arithmetic is emulated on x86); every ratio compares the
-same kernels, so they stay meaningful. Usage: ``python bench/run.py`` or ``qwen-desk bench``.
+same kernels, so they stay meaningful.
+
+It writes its checkpoint with the test suite's helpers (``tests/support``), so it runs from a
+source checkout only, not from an installed app:
+
+    python bench/run.py [--quick] [--layers N] [--output table.md]     # or: make bench
 """
 
 from __future__ import annotations
@@ -29,21 +34,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
 import mlx_lm  # noqa: E402
 from mlx_lm.generate import stream_generate  # noqa: E402
 from mlx_lm.models.cache import trim_prompt_cache  # noqa: E402
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
+from mlx_lm.tokenizer_utils import TokenizerWrapper  # noqa: E402
 
-from mlx_backend.commands.bench import add_arguments  # noqa: E402
-from mlx_backend.generation.engine import Engine  # noqa: E402
-from mlx_backend.events import ChatMessage, ChatRequest, Finished, PrefillProgress, SamplingParams  # noqa: E402
+from mlx_backend import ChatMessage, ChatRequest, Engine, Finished, PrefillProgress, SamplingParams  # noqa: E402
 from mlx_backend.memory.sizes import model_nbytes  # noqa: E402
 from mlx_backend.generation.prompt_cache import common_prefix_length  # noqa: E402
 from mlx_backend.loading.quantize import convert  # noqa: E402
@@ -81,6 +86,38 @@ class Timing:
     peak_bytes: int  # highest allocation above the idle level during the run
 
 
+# ---------------------------------------------------------------- options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options."""
+    parser.add_argument(
+        "--layers",
+        type=int,
+        help="decoder layers (default: Qwen3-0.6B's 28 on Apple Silicon, 2 on MLX's CPU backend)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float16", "float32"),
+        help="dtype of scales and norms (default: bfloat16 on Apple Silicon, float32 on CPU)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="measured prefill and chat runs per side (median)"
+    )
+    parser.add_argument("--decode-runs", type=int, default=5, help="measured decode runs per side")
+    parser.add_argument("--decode-tokens", type=int, default=32, help="tokens per decode run")
+    parser.add_argument("--prefill-tokens", type=int, default=2048, help="prompt tokens for prefill")
+    parser.add_argument("--turns", type=int, default=5, help="chat turns for the prompt-cache test")
+    parser.add_argument("--user-tokens", type=int, default=150, help="tokens per user message")
+    parser.add_argument("--reply-tokens", type=int, default=150, help="tokens per assistant reply")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 2 layers, 1 run, short prompts (the ratios are not meaningful)",
+    )
+    parser.add_argument("--output", type=Path, help="also write the markdown table to this file")
+
+
 # ---------------------------------------------------------------- the two sides
 
 
@@ -108,7 +145,7 @@ def run_ours(engine: Engine, request: ChatRequest) -> Timing:
     return _timing(start, first, end, tokens, idle)
 
 
-def run_mlx_lm(model, tokenizer, prompt: list[int], max_tokens: int) -> Timing:
+def run_mlx_lm(model: nn.Module, tokenizer: TokenizerWrapper, prompt: list[int], max_tokens: int) -> Timing:
     idle = idle_memory()
     start = time.perf_counter()
     first = end = None
@@ -160,7 +197,7 @@ def user_text(engine: Engine, tokens: int, salt: int) -> str:
 
 
 def chat_request(
-    messages, max_tokens: int, conversation: Optional[str] = None, seed: Optional[int] = None
+    messages: Sequence[ChatMessage], max_tokens: int, conversation: Optional[str] = None, seed: Optional[int] = None
 ) -> ChatRequest:
     return ChatRequest(
         messages=tuple(messages),
@@ -212,7 +249,9 @@ class ChatResult:
     reply_tokens: list[int]  # each reply's length as the history renders it
 
 
-def multi_turn(engine: Engine, model, tokenizer, args) -> ChatResult:
+def multi_turn(
+    engine: Engine, model: nn.Module, tokenizer: TokenizerWrapper, args: argparse.Namespace
+) -> ChatResult:
     """Build a chat through the engine, then time its last turn three ways."""
     conversation = "bench-chat"
     engine.clear_caches()
@@ -272,7 +311,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         args.layers, args.runs, args.decode_runs = min(args.layers, 2), 1, 1
         args.decode_tokens, args.prefill_tokens = min(args.decode_tokens, 8), min(args.prefill_tokens, 128)
         args.user_tokens, args.reply_tokens = min(args.user_tokens, 48), min(args.reply_tokens, 4)
-    command = " ".join(["python bench/run.py" if sys.argv[0].endswith("run.py") else "qwen-desk", *sys.argv[1:]])
+    command = " ".join(["python bench/run.py", *sys.argv[1:]])
     started = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="qwen-desk-bench-") as tmp:
@@ -355,7 +394,17 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command) -> str:
+def render_table(
+    rows: list[tuple[str, str, str, str, str]],
+    args: argparse.Namespace,
+    weights: int,
+    bandwidth: float,
+    question_ids: list[int],
+    dec_ours: list[Timing],
+    dec_theirs: list[Timing],
+    chat: ChatResult,
+    command: str,
+) -> str:
     lines = [
         f"Qwen Desk engine vs mlx-lm {getattr(mlx_lm, '__version__', '?')} "
         f"(MLX {mx.__version__}, {mx.default_device()}, {platform.machine()}): random-weight 4-bit "
@@ -388,7 +437,11 @@ def log(message: str) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Qwen Desk's engine vs plain mlx-lm, side by side.")
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py",
+        description="Qwen Desk's engine vs plain mlx-lm, side by side (from a source checkout: "
+        "it writes its model with tests/support; also `make bench`).",
+    )
     add_arguments(parser)
     return run_benchmark(parser.parse_args(argv))
 

@@ -36,7 +36,7 @@ class _DemoEngine:
     """Streams DEMO_ANSWER word by word, like a model would."""
 
     def stream(self, request, cancel: threading.Event) -> Iterator[object]:
-        from mlx_backend.events import AnswerDelta, Finished, GenerationStats
+        from mlx_backend import AnswerDelta, Finished, GenerationStats
 
         words = DEMO_ANSWER.split(" ")
         for index, word in enumerate(words):

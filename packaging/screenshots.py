@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -96,7 +96,7 @@ class DemoEngine:
         self.release = threading.Event()
 
     def stream(self, request, cancel: threading.Event) -> Iterator[object]:
-        from mlx_backend.events import AnswerDelta, Finished, GenerationStats, PrefillProgress, ThinkingDelta
+        from mlx_backend import AnswerDelta, Finished, GenerationStats, PrefillProgress, ThinkingDelta
 
         yield PrefillProgress(0, 412, None)
         time.sleep(0.3)  # a believable time to first token on the status bar
@@ -168,7 +168,7 @@ class WordTokenizer:
         return "".join(self._pieces[i] for i in ids)
 
     def apply_chat_template(self, messages, *, add_generation_prompt: bool = True, enable_thinking=None,
-                            tokenize: bool = True, **_: Any):
+                            tokenize: bool = True, **_: object):
         def part(message) -> str:
             role, content = (message["role"], message["content"]) if isinstance(message, dict) else (
                 message.role, message.content)
@@ -195,7 +195,7 @@ class DocumentDemoEngine:
         return self.now
 
     def stream(self, request, cancel: threading.Event) -> Iterator[object]:
-        from mlx_backend.events import AnswerDelta, Finished, GenerationStats, PrefillProgress
+        from mlx_backend import AnswerDelta, Finished, GenerationStats, PrefillProgress
 
         self.calls += 1
         total = len(self.tokenizer.apply_chat_template(list(request.messages)))

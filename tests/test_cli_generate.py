@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mlx_backend import AnswerDelta, ChatMessage, ChatRequest, Engine, Finished, SamplingParams, ThinkingDelta
 from mlx_backend.commands import cli
-from mlx_backend.generation.engine import Engine
-from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, Finished, SamplingParams, ThinkingDelta
 from tests.support.checkpoints import write_random_checkpoint
 
 PROMPT = "Write one sentence about the sea."
@@ -126,3 +125,11 @@ def test_the_installed_command_runs_end_to_end(model_dir):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["generation_tokens"] > 0 and record["prompt_tokens"] > 5
+
+
+def test_the_benchmark_is_not_an_installed_subcommand(capsys):
+    # bench/run.py needs a source checkout (tests/support): `make bench` runs it there.
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'bench'" in capsys.readouterr().err

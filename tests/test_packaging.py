@@ -1,24 +1,26 @@
-"""The PyInstaller bundle builds and its frozen CLI generates like the source tree does.
+"""The wheel ships every package and the icons; the PyInstaller bundle builds and its frozen
+CLI generates like the source tree does.
 
-Slow (a full PyInstaller build, about two minutes on two cores) but run in CI: it is the only
-check that the hidden imports, the mlx libraries and the pruning in packaging/qwen_desk.spec
-still add up to a program that runs. On Linux the spec makes a one-folder bundle; on macOS the
-same spec makes the .app (see .github/workflows/macos-app.yml).
+The bundle tests are slow (a full PyInstaller build, about two minutes on two cores) but run in
+CI: they are the only check that the hidden imports, the mlx libraries and the pruning in
+packaging/qwen_desk.spec still add up to a program that runs. On Linux the spec makes a
+one-folder bundle; on macOS the same spec makes the .app (see .github/workflows/macos-app.yml).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.support.checkpoints import write_random_checkpoint
 from tests.support.paths import REPO_ROOT
-
-pytestmark = pytest.mark.slow
 
 SPEC = REPO_ROOT / "packaging" / "qwen_desk.spec"
 BUILD_TIMEOUT_S = 900
@@ -30,6 +32,71 @@ def _env() -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env.pop("PYTHONPATH", None)  # the frozen program must not borrow the source tree
     return env
+
+
+ICONS = ["icon.svg", "tray.svg", *(f"icons/icon_{size}.png" for size in (16, 32, 64, 128, 256, 512, 1024))]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel pip builds (offline), from a copy of the checkout so the tree stays clean."""
+    source = tmp_path_factory.mktemp("wheel-source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, source / name)
+    for folder in ("app", "mlx_backend", "resources"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "--quiet", "-w", str(out), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    (built,) = out.glob("qwen_desk-*.whl")
+    return built
+
+
+def test_wheel_ships_every_package_and_the_icons(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"app/resources/{icon}" for icon in ICONS} <= names
+    # pyproject.toml lists the packages (for the resources mapping): none may be missing.
+    checkout_packages = {
+        str(init.parent.relative_to(REPO_ROOT))
+        for top in ("app", "mlx_backend")
+        for init in (REPO_ROOT / top).rglob("__init__.py")
+    }
+    shipped_packages = {str(Path(name).parent) for name in names if name.endswith("/__init__.py")}
+    assert checkout_packages - shipped_packages == set()
+
+
+def test_an_installed_copy_loads_its_icons(wheel, tmp_path):
+    target = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", "--target",
+         str(target), str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    probe = (
+        "import json\n"
+        "from PySide6.QtGui import QGuiApplication\n"
+        "application = QGuiApplication([])\n"
+        "import app\n"
+        "from app.quick_ask.tray import app_icon, menu_bar_icon, resources_dir\n"
+        "print(json.dumps({'app': app.__file__, 'resources': str(resources_dir()),\n"
+        "    'sizes': [s.width() for s in app_icon().availableSizes()],\n"
+        "    'tray': not menu_bar_icon().pixmap(22, 22).isNull()}))\n"
+    )
+    env = {**_env(), "PYTHONPATH": str(target), "QT_QPA_PLATFORM": "offscreen"}
+    run = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert Path(report["app"]).is_relative_to(target)  # the installed copy, not the checkout
+    assert Path(report["resources"]) == target / "app" / "resources"
+    assert sorted(report["sizes"]) == [16, 32, 64, 128, 256, 512, 1024]
+    assert report["tray"]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +131,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return write_random_checkpoint(tmp_path_factory.mktemp("packaged-model"))
 
 
+@pytest.mark.slow
 def test_frozen_generate_streams_the_same_tokens_as_the_source_tree(frozen_program, checkpoint, tmp_path):
     args = [*GENERATE_ARGS[:1], "--model", str(checkpoint), *GENERATE_ARGS[1:]]
     frozen = subprocess.run(
@@ -81,6 +149,7 @@ def test_frozen_generate_streams_the_same_tokens_as_the_source_tree(frozen_progr
     assert frozen.stdout == source.stdout
 
 
+@pytest.mark.slow
 def test_frozen_program_reports_a_bad_model_path_in_one_clear_line(frozen_program, tmp_path):
     missing = tmp_path / "no-such-model"
     result = subprocess.run(
@@ -92,10 +161,11 @@ def test_frozen_program_reports_a_bad_model_path_in_one_clear_line(frozen_progra
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_bundle_ships_resources_and_leaves_heavy_test_dependencies_out(bundle):
     internal = bundle / "_internal"
-    assert (internal / "resources" / "icons" / "icon_256.png").is_file()
-    assert (internal / "resources" / "tray.svg").is_file()
+    assert (internal / "app" / "resources" / "icons" / "icon_256.png").is_file()
+    assert (internal / "app" / "resources" / "tray.svg").is_file()
     for unwanted in ("torch", "torchgen", "pytest", "sympy", "pydantic", "sentencepiece"):
         assert not (internal / unwanted).exists(), f"{unwanted} should not be in the bundle"
     assert not list(internal.glob("torch-*.dist-info"))

@@ -25,11 +25,12 @@ IS_MAC = sys.platform == "darwin"
 
 
 def resources_dir() -> Path:
-    """resources/ in a checkout, or inside the PyInstaller bundle (packaging/qwen_desk.spec)."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        return Path(bundle) / "resources"
-    return Path(__file__).resolve().parents[2] / "resources"
+    """The icons: ``app/resources`` where they ship as package data (an installed wheel, the
+    PyInstaller bundle), else the checkout's top-level ``resources/`` (their source; a checkout
+    run or an editable install)."""
+    app_package = Path(__file__).resolve().parents[1]
+    shipped = app_package / "resources"
+    return shipped if shipped.is_dir() else app_package.parent / "resources"
 
 
 def app_icon() -> QIcon:

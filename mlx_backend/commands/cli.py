@@ -13,7 +13,8 @@ import sys
 
 from mlx_backend.errors import QwenDeskError
 
-COMMANDS = ("generate", "convert", "summarize", "bench")
+# The benchmark is not here: it needs a source checkout (python bench/run.py, make bench).
+COMMANDS = ("generate", "convert", "summarize")
 
 
 def build_parser() -> argparse.ArgumentParser:

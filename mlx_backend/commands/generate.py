@@ -11,16 +11,9 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from typing import TextIO
+from typing import Iterable, TextIO
 
-from mlx_backend.events import (
-    AnswerDelta,
-    ChatMessage,
-    ChatRequest,
-    Failed,
-    Finished,
-    ThinkingDelta,
-)
+from mlx_backend import AnswerDelta, ChatMessage, ChatRequest, Event, Failed, Finished, ThinkingDelta
 from mlx_backend.generation.sampling import preset_for
 from mlx_backend.text.thinking import resolve_thinking
 
@@ -57,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def build_request(args: argparse.Namespace, prompt: str, thinking_mode: str) -> ChatRequest:
-    messages = []
+    messages: list[ChatMessage] = []
     if args.system:
         messages.append(ChatMessage("system", args.system))
     messages.append(ChatMessage("user", prompt))
@@ -85,7 +78,7 @@ def build_request(args: argparse.Namespace, prompt: str, thinking_mode: str) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlx_backend.generation.engine import Engine  # MLX is imported only when a command needs it
+    from mlx_backend import Engine  # MLX is imported only when a command needs it
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     engine = Engine.load(args.model)
@@ -96,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     return _print_stream(events, sys.stdout, sys.stderr)
 
 
-def _print_stream(events, out: TextIO, err: TextIO) -> int:
+def _print_stream(events: Iterable[Event], out: TextIO, err: TextIO) -> int:
     dim = err.isatty()
     in_thought = False
     wrote_answer = False
@@ -134,10 +127,10 @@ def _print_stream(events, out: TextIO, err: TextIO) -> int:
     return 1
 
 
-def _print_json(events) -> int:
+def _print_json(events: Iterable[Event]) -> int:
     answer: list[str] = []
     thinking: list[str] = []
-    error = None
+    error: str | None = None
     for event in events:
         if isinstance(event, ThinkingDelta):
             thinking.append(event.text)

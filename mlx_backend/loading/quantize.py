@@ -11,12 +11,10 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 from mlx.utils import tree_map
-from mlx_lm.utils import save_model
+from mlx_lm.utils import quantize_model, save_model
 
 from mlx_backend.hub.download import resolve_model_path
 from mlx_backend.errors import QwenDeskError
@@ -76,11 +74,10 @@ def convert(
                 model.parameters(),
             )
         )
-    quantization = quantize_model(model, bits=bits, group_size=group_size)
-
-    out_config = dict(config)
-    out_config["quantization"] = quantization
-    out_config["quantization_config"] = quantization  # the name HF tooling looks for
+    # mlx-lm's own choices (the model's quant_predicate, e.g. the MoE router at 8 bits; layers
+    # the group size does not divide stay unquantized), so both loaders rebuild these shapes.
+    # It also prints the resulting bits per weight, as `mlx_lm.convert` does.
+    model, out_config = quantize_model(model, config, group_size=group_size, bits=bits)
     if dtype is not None:
         out_config["torch_dtype"] = dtype
 
@@ -97,33 +94,6 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dst
-
-
-def quantize_model(model: nn.Module, *, bits: int, group_size: int) -> dict[str, Any]:
-    """Quantize ``model`` in place; returns the config ``quantization`` block describing it.
-
-    Layers whose input size is not a multiple of the group size stay unquantized (as in
-    mlx-lm); a model's ``quant_predicate`` may ask for other settings per layer (the MoE router
-    at 8 bits), which are recorded per layer so loaders rebuild exactly these shapes.
-    """
-    quantization: dict[str, Any] = {"group_size": group_size, "bits": bits, "mode": "affine"}
-    model_predicate = getattr(model, "quant_predicate", None)
-
-    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
-        if not hasattr(module, "to_quantized"):
-            return False
-        choice = model_predicate(path, module) if model_predicate else True
-        if not choice:
-            return False
-        size = choice["group_size"] if isinstance(choice, dict) else group_size
-        if module.weight.shape[-1] % size:
-            return False
-        if isinstance(choice, dict):
-            quantization[path] = choice
-        return choice
-
-    nn.quantize(model, group_size=group_size, bits=bits, mode="affine", class_predicate=predicate)
-    return quantization
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:
