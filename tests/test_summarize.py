@@ -131,6 +131,16 @@ def test_planner_and_engine_agree_on_a_yarn_config_without_original_positions(tm
     assert limits.native == yarn_engine.context_length() == 131072
 
 
+def test_a_config_without_max_positions_is_planned_with_the_engines_window(engine: Engine):
+    from types import SimpleNamespace
+
+    config = {k: v for k, v in engine.model.load_info.config.items() if k != "max_position_embeddings"}
+    model = SimpleNamespace(load_info=SimpleNamespace(config=config), args=engine.model.args)
+    facts = ModelFacts.from_engine(SimpleNamespace(info=engine.info, model=model))
+    limits = context_limits(facts.config, facts.thinking_mode)
+    assert (limits.native, limits.with_yarn) == (engine.context_length(), engine.context_length(4.0))
+
+
 # --- (a) whole document in one pass -----------------------------------------------------------
 
 
