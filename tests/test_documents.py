@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mlx_backend.documents import reading as documents
-from mlx_backend.documents.reading import MAX_DOCUMENT_BYTES, html_to_text, read_document, read_documents
+from mlx_backend.documents.html_page import html_to_text
+from mlx_backend.documents.reading import MAX_DOCUMENT_BYTES, read_document, read_documents
 from mlx_backend.errors import DocumentError
 from tests.support.documents import (
     sample_paragraph,

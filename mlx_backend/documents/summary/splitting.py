@@ -1,0 +1,108 @@
+"""Cutting documents into parts that fit a request: at paragraph and heading boundaries first,
+then lines, sentences and (last resort) tokens."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from mlx_backend.documents.reading import Document
+from mlx_backend.documents.summary.protocols import SummaryTokenizer
+from mlx_backend.documents.summary.tokens import TokenCounter
+
+_BLANK_LINES = re.compile(r"\n[ \t]*\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+# Blocks are counted in batches of this many (one tokenizer call each).
+_COUNT_BATCH = 512
+
+
+@dataclass(frozen=True)
+class Part:
+    """A slice of one document that fits the context with its prompt and answer room."""
+
+    index: int  # 1-based
+    document_index: int
+    text: str
+    tokens: int
+
+
+def split_blocks(text: str) -> list[str]:
+    """Paragraphs and headings: the units a part boundary may fall between."""
+    return [block.strip() for block in _BLANK_LINES.split(text) if block.strip()]
+
+
+def _is_heading(block: str) -> bool:
+    return bool(re.match(r"#{1,6} ", block)) or (len(block) < 80 and "\n" not in block and block.isupper())
+
+
+class _Packer:
+    def __init__(self, tokenizer: SummaryTokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.counter = TokenCounter(tokenizer)
+
+    def split_oversized(self, block: str, budget: int) -> list[tuple[str, int]]:
+        """A block longer than a part, cut at lines, then sentences, then (last resort) tokens."""
+        for splitter in (lambda b: b.split("\n"), _SENTENCE_END.split):
+            units = [u for u in splitter(block) if u.strip()]
+            if len(units) > 1:
+                joiner = "\n" if "\n" in block else " "
+                return self.pack(list(zip(units, self.counter.count_many(units))), budget, joiner)
+        # Re-encoding a decoded slice can differ by a token or two where a character was cut.
+        step = max(1, budget - 8)
+        ids = self._tokenizer.encode(block)
+        slices = [self._tokenizer.decode(ids[i:i + step]) for i in range(0, len(ids), step)]
+        return list(zip(slices, self.counter.count_many(slices)))
+
+    def pack(self, units: list[tuple[str, int]], budget: int, joiner: str,
+             heading_aware: bool = False) -> list[tuple[str, int]]:
+        """Greedy packing of (text, tokens) units into pieces of at most ``budget`` tokens.
+
+        The joiner counts as one token: joining usually merges it into a neighbouring token, so
+        the sum of the units' counts is an upper bound of the piece's real count."""
+        pieces: list[tuple[str, int]] = []
+        current: list[tuple[str, int]] = []
+        used = 0
+
+        def flush() -> None:
+            nonlocal current, used
+            if current:
+                pieces.append((joiner.join(text for text, _ in current), used))
+            current, used = [], 0
+
+        for text, tokens in units:
+            if tokens > budget:
+                flush()
+                pieces.extend(self.split_oversized(text, budget))
+                continue
+            # A new section starts a new part once the current one is well filled: parts then
+            # follow the document's own outline instead of cutting a section's first lines off.
+            starts_section = heading_aware and _is_heading(text) and used > budget * 0.6
+            if current and (used + 1 + tokens > budget or starts_section):
+                carried = None
+                if heading_aware and len(current) > 1 and _is_heading(current[-1][0]):
+                    carried = current.pop()  # never end a part on a dangling heading
+                    used -= carried[1] + 1
+                flush()
+                if carried is not None and carried[1] + 1 + tokens <= budget:
+                    current, used = [carried], carried[1]
+                elif carried is not None:
+                    pieces.append(carried)
+            used += tokens + (1 if current else 0)
+            current.append((text, tokens))
+        flush()
+        return pieces
+
+
+def split_into_parts(tokenizer: SummaryTokenizer, documents: Sequence[Document], budget: int) -> tuple[Part, ...]:
+    """Every document cut into parts of at most ``budget`` text tokens (documents never share a part)."""
+    packer = _Packer(tokenizer)
+    parts: list[Part] = []
+    for doc_index, document in enumerate(documents):
+        blocks = split_blocks(document.text)
+        counts: list[int] = []
+        for start in range(0, len(blocks), _COUNT_BATCH):
+            counts += packer.counter.count_many(blocks[start:start + _COUNT_BATCH])
+        for text, tokens in packer.pack(list(zip(blocks, counts)), budget, "\n\n", heading_aware=True):
+            parts.append(Part(len(parts) + 1, doc_index, text, tokens))
+    return tuple(parts)
