@@ -5,12 +5,8 @@ conversation logic through ``ChatController``.
 
 Extension points for the document feature (DOCS):
 - ``add_bottom_panel(widget)``: a panel between the transcript and the composer.
-- ``attach_drop_handler(handler)``: ``handler(paths: list[str])`` is called for local files
-  dropped on the transcript or the composer (drops are refused until a handler is attached);
-  ``filesDropped(list)`` is the same as a signal.
 - ``composer.add_attachment(Attachment)``: a chip that is sent with the next message.
-- ``chat.send(text, attachments)``, ``chat.set_job_builder(builder)``,
-  ``chat.stream_assistant_answer(job)``: see ``ChatController``.
+- ``chat.send(text, attachments)``, ``chat.set_job_builder(builder)``: see ``ChatController``.
 """
 
 from __future__ import annotations
@@ -39,6 +35,7 @@ from app.window.preferences import SAMPLING_PRESET, THEME, PreferencesDialog, Sh
 from app.chat.rendering import RenderColors
 from app.settings import SAMPLING_PRESETS, Settings
 from app.window.status_panel import StatusPanel, display_name
+from app.window.theme import ThemeManager
 from app.chat.store import ConversationStore
 from app.chat.transcript import TranscriptView
 from app.worker.worker import LoadProgress, WorkerClient
@@ -47,7 +44,6 @@ MANAGE_MODELS = "__manage__"
 
 
 class MainWindow(QMainWindow):
-    filesDropped = Signal(list)
     # A setting changed in the Settings window (a ``app.window.preferences`` name, e.g. "menu_bar_only").
     preferencesChanged = Signal(str)
 
@@ -58,6 +54,7 @@ class MainWindow(QMainWindow):
         settings: Settings,
         *,
         model_manager_factory: Optional[Callable[["MainWindow"], object]] = None,
+        theme_manager: Optional[ThemeManager] = None,
         parent: Optional[QWidget] = None,
     ) -> None:
         super().__init__(parent)
@@ -70,12 +67,11 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self._model_manager_factory = model_manager_factory
         self._model_manager = None
-        self._drop_handlers: list[Callable[[list[str]], None]] = []
+        self._theme_manager = theme_manager
         self._preferences: Optional[PreferencesDialog] = None
-        # Set by app.gui once Quick Ask is up: what the Settings window can offer.
-        self.menu_bar_available = False
-        self.shortcuts_supported = False
-        self.shortcut_applier: Optional[ShortcutApplier] = None
+        # What the Settings window can offer: set_quick_ask_features, once Quick Ask is up.
+        self._menu_bar_available = False
+        self._shortcut_applier: Optional[ShortcutApplier] = None
 
         colors = RenderColors.from_palette(self.palette())
         self.sidebar = ConversationList(store, self)
@@ -299,12 +295,6 @@ class MainWindow(QMainWindow):
         self.worker.loadProgress.connect(self._on_load_progress)
         self.worker.modelLoaded.connect(self._on_model_loaded)
         self.worker.modelLoadFailed.connect(self._on_model_load_failed)
-        for drop_filter in (self.transcript.drop_filter,):
-            drop_filter.filesDropped.connect(self._on_files_dropped)
-        self.composer_drop = type(self.transcript.drop_filter)(self)
-        self.composer_drop.watch(self.composer.edit)
-        self.composer_drop.watch(self.composer.edit.viewport())
-        self.composer_drop.filesDropped.connect(self._on_files_dropped)
 
     # ------------------------------------------------------------ commands
     def new_chat(self) -> None:
@@ -344,9 +334,9 @@ class MainWindow(QMainWindow):
             dialog = PreferencesDialog(
                 self.settings,
                 self,
-                menu_bar_available=self.menu_bar_available,
-                shortcuts_supported=self.shortcuts_supported,
-                shortcut_applier=self.shortcut_applier,
+                menu_bar_available=self._menu_bar_available,
+                shortcuts_supported=self._shortcut_applier is not None,
+                shortcut_applier=self._shortcut_applier,
             )
             dialog.settingChanged.connect(self._on_preference_changed)
             self._preferences = dialog
@@ -354,6 +344,13 @@ class MainWindow(QMainWindow):
         self._preferences.raise_()
         self._preferences.activateWindow()
         return self._preferences
+
+    def set_quick_ask_features(self, *, menu_bar_available: bool,
+                               shortcut_applier: Optional[ShortcutApplier]) -> None:
+        """What Quick Ask offers the Settings window: the menu-bar icon, a global shortcut
+        (``shortcut_applier`` None where the platform has none)."""
+        self._menu_bar_available = menu_bar_available
+        self._shortcut_applier = shortcut_applier
 
     def edit_system_prompt(self) -> None:
         self.open_preferences().focus_system_prompt()
@@ -550,24 +547,11 @@ class MainWindow(QMainWindow):
         theme = self.settings.theme
         for action in self.theme_group.actions():
             action.setChecked(action.data() == theme)
-        manager = getattr(QApplication.instance(), "theme_manager", None)
-        if manager is not None:
-            manager.set_theme(theme)
+        if self._theme_manager is not None:
+            self._theme_manager.set_theme(theme)
 
     def apply_theme(self, _tokens: object = None) -> None:
         self.transcript.set_colors(RenderColors.from_palette(QApplication.palette()))
-
-    # ---------------------------------------------------------------- drops
-    def attach_drop_handler(self, handler: Callable[[list[str]], None]) -> None:
-        """Accept local-file drops on the transcript and the composer; ``handler(paths)``."""
-        self._drop_handlers.append(handler)
-        self.transcript.drop_filter.enabled = True
-        self.composer_drop.enabled = True
-
-    def _on_files_dropped(self, paths: list) -> None:
-        self.filesDropped.emit(list(paths))
-        for handler in self._drop_handlers:
-            handler(list(paths))
 
     # ------------------------------------------------------------- lifecycle
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
