@@ -16,7 +16,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from app.chat.controller import TurnContext
+from app.chat.controller import TurnContext, TurnJob
 from app.window.main_window import MainWindow
 from app.chat.message_view import MessageView
 from app.chat.rendering import RenderColors
@@ -69,8 +69,13 @@ class Builder:
         self.delay_s = delay_s
         self.prefill_delay_s = prefill_delay_s
         self.contexts: list[TurnContext] = []
+        self.on_event: Optional[Any] = None  # also told of each event of the turns' jobs
 
-    def __call__(self, context: TurnContext):
+    def _watch(self, handle) -> None:
+        if self.on_event is not None:
+            handle.event.connect(self.on_event)
+
+    def __call__(self, context: TurnContext) -> TurnJob:
         self.contexts.append(context)
         request = dataclasses.replace(context.request, sampling=ARGMAX, max_tokens=self.max_tokens, enable_thinking=False)
         delay, prefill_delay = self.delay_s, self.prefill_delay_s
@@ -83,7 +88,7 @@ class Builder:
                     time.sleep(delay)
                 yield event
 
-        return job
+        return TurnJob(job, on_submitted=self._watch)
 
 
 def open_window(qtbot, worker: WorkerClient, data_dir: Path, builder: Optional[Any] = None) -> MainWindow:
@@ -115,15 +120,13 @@ def type_and_send(qtbot, window: MainWindow, text: str) -> None:
 
 
 def test_a_message_streams_into_the_transcript_and_is_stored(qtbot, worker, data_dir) -> None:
-    window = open_window(qtbot, worker, data_dir, Builder(max_tokens=60, delay_s=0.004))
+    builder = Builder(max_tokens=60, delay_s=0.004)
+    window = open_window(qtbot, worker, data_dir, builder)
     seen_lengths: list[int] = []
-    worker.jobEvent.connect(lambda j, e: seen_lengths.append(len(last_assistant(window).answer_text)))
-    try:
-        type_and_send(qtbot, window, "Hello there")
-        assert window.composer.text == "" and window.composer.generating
-        wait_idle(qtbot, window)
-    finally:
-        worker.jobEvent.disconnect()
+    builder.on_event = lambda e: seen_lengths.append(len(last_assistant(window).answer_text))
+    type_and_send(qtbot, window, "Hello there")
+    assert window.composer.text == "" and window.composer.generating
+    wait_idle(qtbot, window)
     view = last_assistant(window)
     # Several partial states were on screen before the end: it streamed.
     growing = sorted(set(seen_lengths))
@@ -253,7 +256,7 @@ def scripted(*events: object, delay_s: float = 0.0):
                 time.sleep(delay_s)
                 yield event
 
-        return job
+        return TurnJob(job)
 
     return builder
 
@@ -295,7 +298,7 @@ def test_a_failed_answer_shows_the_reason_and_is_stored_as_an_error(qtbot, worke
             yield AnswerDelta("Par")
             raise RequestError("This conversation is too long for the model.")
 
-        return job
+        return TurnJob(job)
 
     window = open_window(qtbot, worker, data_dir, builder)
     type_and_send(qtbot, window, "Hi")
@@ -485,7 +488,7 @@ def test_the_answer_completes_at_finished_while_the_job_still_tidies_its_cache(q
             yield Finished("stop", STATS)
             release.wait(10)  # stands in for the engine's post-answer cache work
 
-        return job
+        return TurnJob(job)
 
     window = open_window(qtbot, worker, data_dir, builder)
     try:
