@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -147,14 +148,26 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
     if last and store.conversation(last) is not None:
         window.chat.open_conversation(last)
 
+    worker_stopped = [True]
+
     def shut_down() -> None:
         window.chat.flush()
         if quick_ask is not None:
             quick_ask.set_global_shortcut("")
         shut_down_downloads(window.model_manager)  # logs any download that would not stop
-        if not worker.shutdown():
-            log.warning("the worker thread did not stop in time")
+        # Cancels the running job and waits a bounded time: the engine honours a cancel
+        # between prefill chunks and tokens, so this is quick.
+        worker_stopped[0] = worker.shutdown()
         store.close()
 
     app.aboutToQuit.connect(shut_down)
-    return app.exec()
+    code = app.exec()
+    if not worker_stopped[0]:
+        # The job is stuck in native code. Destroying its running QThread would abort the
+        # process, and waiting on would keep a hidden app alive: leave now, saved and closed.
+        log.warning("the worker thread did not stop in time; exiting without it")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
