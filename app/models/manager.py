@@ -8,7 +8,6 @@ thread with a progress bar and Cancel; a failed download shows why and leaves no
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.models.downloads import DownloadTask, Resolver, _resolve, cancel_and_wait
+from app.models.installed import InstalledModel, folder_size, installed_cache_models, validate_model_folder
 from app.settings import Settings
 from mlx_backend.hub.catalog import CATALOG, PLANNING_CONTEXT_TOKENS, CatalogModel, recommended_default
 from mlx_backend.errors import QwenDeskError
@@ -35,48 +35,6 @@ from mlx_backend.errors import QwenDeskError
 log = logging.getLogger(__name__)
 GB = 1e9
 BADGE_WORDS = {"fits": "Fits", "tight": "Tight", "wont_fit": "Won\u2019t fit"}
-
-
-@dataclass(frozen=True)
-class InstalledModel:
-    """A model that can be loaded now: a complete HF-cache snapshot or a local folder."""
-
-    key: str  # what to load: the repo id or the folder path
-    title: str
-    path: Path
-    size_bytes: int
-    source: str  # "cache" or "folder"
-
-
-def _installed_cache_models() -> list[InstalledModel]:
-    from mlx_backend.hub.download import list_cached_models
-
-    return [
-        InstalledModel(model.repo_id, model.repo_id.split("/")[-1], model.path, model.size_bytes, "cache")
-        for model in list_cached_models()
-        if model.complete
-    ]
-
-
-def _folder_size(path: Path) -> int:
-    try:
-        return sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    except OSError:
-        return 0
-
-
-def validate_model_folder(folder: Path) -> None:
-    """Raise ModelLoadError with a plain sentence unless ``folder`` holds a Qwen3 checkpoint."""
-    from mlx_backend.errors import ModelLoadError
-    from mlx_backend.memory.planner import load_config
-
-    config = load_config(folder)
-    if config.get("model_type") not in ("qwen3", "qwen3_moe"):
-        raise ModelLoadError(
-            f"{folder} holds a {config.get('model_type') or 'unknown'} model; Qwen Desk runs Qwen3 models."
-        )
-    if not any(folder.glob("*.safetensors")):
-        raise ModelLoadError(f"{folder} has no .safetensors weights.")
 
 
 def _plan_for(config_source, budget_bytes: int):
@@ -183,7 +141,7 @@ class ModelManager(QDialog):
         *,
         budget_bytes: Optional[int] = None,
         resolver: Resolver = _resolve,
-        installed_models: Callable[[], list[InstalledModel]] = _installed_cache_models,
+        installed_models: Callable[[], list[InstalledModel]] = installed_cache_models,
         confirm: bool = True,
     ) -> None:
         super().__init__(parent)
@@ -260,7 +218,7 @@ class ModelManager(QDialog):
         for folder in self._settings.local_models:
             path = Path(folder)
             if folder not in known and path.is_dir():
-                models.append(InstalledModel(folder, path.name, path, _folder_size(path), "folder"))
+                models.append(InstalledModel(folder, path.name, path, folder_size(path), "folder"))
         return models
 
     def refresh(self) -> None:
