@@ -17,7 +17,6 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -34,13 +33,13 @@ from app.chat.conversation_list import ConversationList
 from app.window.preferences import SAMPLING_PRESET, THEME, PreferencesDialog, ShortcutApplier
 from app.chat.rendering import RenderColors
 from app.settings import SAMPLING_PRESETS, Settings
+from app.window.model_picker import ModelPicker
 from app.window.status_panel import StatusPanel, display_name
 from app.window.theme import ThemeManager
 from app.chat.store import ConversationStore
 from app.chat.transcript import TranscriptView
 from app.worker.worker import LoadProgress, WorkerClient
 
-MANAGE_MODELS = "__manage__"
 
 
 class MainWindow(QMainWindow):
@@ -98,11 +97,9 @@ class MainWindow(QMainWindow):
         self.top_bar = QWidget(self)
         self.top_bar.setObjectName("TopBar")
         self.top_bar.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.model_picker = QComboBox(self.top_bar)
-        self.model_picker.setObjectName("ModelPicker")
-        self.model_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.model_picker.setToolTip("Model (\u2318K)")
-        self.model_picker.setMinimumContentsLength(18)
+        self.model_picker = ModelPicker(
+            lambda: self.worker.loading or self.worker.model_name or self.settings.model,
+            lambda: list(self.settings.local_models), parent=self.top_bar)
         self.thinking_toggle = QPushButton("Thinking", self.top_bar)
         self.thinking_toggle.setObjectName("ThinkingToggle")
         self.thinking_toggle.setCheckable(True)
@@ -290,7 +287,8 @@ class MainWindow(QMainWindow):
         self.chat.liveStatsChanged.connect(self.status_panel.show_stats)
         self.chat.turnFinished.connect(lambda *_: self.sidebar.refresh())
         self.thinking_toggle.toggled.connect(self._set_thinking)
-        self.model_picker.activated.connect(self._on_model_picked)
+        self.model_picker.modelChosen.connect(self._on_model_picked)
+        self.model_picker.manageRequested.connect(self.open_model_manager)
         self.worker.loadStarted.connect(self._on_load_started)
         self.worker.loadProgress.connect(self._on_load_progress)
         self.worker.modelLoaded.connect(self._on_model_loaded)
@@ -422,36 +420,10 @@ class MainWindow(QMainWindow):
         self._refresh_model_picker()
 
     def _refresh_model_picker(self) -> None:
-        from app.models.manager import _installed_cache_models
+        self.model_picker.refresh()
 
-        current = self.worker.loading or self.worker.model_name or self.settings.model
-        keys: list[tuple[str, str]] = []
-        try:
-            keys = [(m.key, display_name(m.key)) for m in _installed_cache_models()]
-        except Exception:  # noqa: BLE001 - an unreadable cache still leaves a usable picker
-            keys = []
-        keys += [(folder, display_name(folder)) for folder in self.settings.local_models]
-        if current and current not in [k for k, _ in keys]:
-            keys.insert(0, (current, display_name(current)))
-        self.model_picker.blockSignals(True)
-        self.model_picker.clear()
-        if not keys:
-            self.model_picker.addItem("Choose a Model", "")
-        for key, label in keys:
-            self.model_picker.addItem(label, key)
-            self.model_picker.setItemData(self.model_picker.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
-        self.model_picker.insertSeparator(self.model_picker.count())
-        self.model_picker.addItem("Manage Models\u2026", MANAGE_MODELS)
-        index = self.model_picker.findData(current) if current else 0
-        self.model_picker.setCurrentIndex(max(index, 0))
-        self.model_picker.blockSignals(False)
-
-    def _on_model_picked(self, index: int) -> None:
-        key = self.model_picker.itemData(index)
-        if key == MANAGE_MODELS:
-            self._refresh_model_picker()
-            self.open_model_manager()
-        elif key and key != self.worker.model_name:
+    def _on_model_picked(self, key: str) -> None:
+        if key != self.worker.model_name:
             self.load_model(key)
 
     def _on_load_started(self, name: str) -> None:
