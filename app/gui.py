@@ -52,7 +52,8 @@ def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> N
 def _attach_quick_ask(app: QApplication, window: MainWindow, worker: WorkerClient, settings: Settings):
     """The menu-bar Quick Ask popup, sharing the worker (its jobs queue with the window's)."""
     try:
-        from app.quick_ask.popup import QuickAskController, QuickAskOptions
+        from app.quick_ask.controller import QuickAskController
+        from app.quick_ask.popup import QuickAskOptions
         from app.settings import sampling_preset
 
         def options() -> QuickAskOptions:

@@ -11,7 +11,8 @@ import pytest
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QGuiApplication
 
-from app.quick_ask.popup import QuickAskController, QuickAskOptions, QuickAskPopup
+from app.quick_ask.controller import QuickAskController
+from app.quick_ask.popup import QuickAskOptions, QuickAskPopup
 from app.worker.worker import NO_MODEL_MESSAGE, WorkerClient
 from mlx_backend.events import (
     AnswerDelta,
@@ -239,7 +240,7 @@ def test_popup_stays_on_screen_under_its_anchor(qtbot, make_client):
 
 
 def test_controller_toggles_the_popup_and_forwards_the_hand_over(qtbot, make_client, monkeypatch):
-    import app.quick_ask.popup as quick_ask
+    import app.quick_ask.controller as quick_ask
 
     client = make_client(ScriptedEngine([AnswerDelta("ok")]))
     controller = QuickAskController(client, options_provider=lambda: QuickAskOptions(max_tokens=5))
