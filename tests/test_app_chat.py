@@ -16,7 +16,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from app.chat.controller import TurnContext, TurnJob
+from app.chat.turns import TurnContext, TurnJob
 from app.window.main_window import MainWindow
 from app.chat.message_view import MessageView
 from app.chat.rendering import RenderColors

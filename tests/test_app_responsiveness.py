@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QTimer
 
-from app.chat.controller import TurnJob
+from app.chat.turns import TurnJob
 from app.window.main_window import MainWindow
 from app.settings import Settings
 from app.chat.store import DATABASE_NAME, ConversationStore

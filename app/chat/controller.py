@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -25,10 +24,18 @@ from app.chat.history import history_messages
 from app.chat.message_view import MessageView
 from app.chat.store import DEFAULT_TITLE, Attachment, ConversationStore, StoredMessage
 from app.chat.transcript import TranscriptView
+from app.chat.turns import (
+    JobBuilder,
+    StreamingTurn,
+    TurnContext,
+    TurnJob,
+    forget_conversation_job,
+    last_prompt_tokens,
+    title_from,
+)
 from app.settings import Settings, sampling_preset
 from app.worker.batching import delta_count
-from app.worker.handle import JobHandle
-from app.worker.protocols import InferenceEngine, Job, JobRunner
+from app.worker.protocols import JobRunner
 from app.worker.worker import chat_job
 from mlx_backend.events import (
     AnswerDelta,
@@ -42,80 +49,6 @@ from mlx_backend.events import (
 SAVE_INTERVAL_MS = 1000
 # How often the status bar's live figures (tokens/s, context) move while an answer streams.
 LIVE_STATS_INTERVAL_S = 0.5
-TITLE_MAX_CHARS = 48
-
-
-@dataclass(frozen=True)
-class TurnContext:
-    """What a job builder gets: the conversation so far and the plain chat request for it."""
-
-    conversation_id: str
-    history: tuple[StoredMessage, ...]  # ends with the user message being answered
-    request: ChatRequest
-    system_prompt: str
-
-
-@dataclass(frozen=True)
-class TurnJob:
-    """A builder's job for a turn. ``on_submitted`` gets the job's handle (to follow its events);
-    ``progress_label`` replaces the answer's own reading bar (the caller shows the numbers)."""
-
-    job: Job
-    on_submitted: Optional[Callable[[JobHandle], None]] = None
-    progress_label: Optional[str] = None
-
-
-JobBuilder = Callable[[TurnContext], Optional[TurnJob]]
-
-
-@dataclass
-class _Turn:
-    handle: JobHandle
-    conversation_id: str
-    message_id: int
-    answer: str = ""
-    thinking: str = ""
-    started_at: float = field(default_factory=time.monotonic)
-    thinking_started_at: Optional[float] = None
-    thinking_s: Optional[float] = None
-    finish_reason: Optional[str] = None
-    stats: Optional[dict[str, Any]] = None
-    error: str = ""
-    cancel_requested: bool = False
-    dirty: bool = False
-    # Live figures while streaming (the engine's exact stats replace them at the end).
-    prompt_floor: int = 0  # the previous answer's prompt: this prompt holds all of it
-    prompt_tokens: Optional[int] = None
-    deltas: int = 0  # engine deltas so far, about one per token
-    first_delta_at: Optional[float] = None
-    live_emitted_at: float = float("-inf")
-
-
-def forget_conversation_job(conversation_id: str) -> Job:
-    """Drop the engine's prompt cache of a deleted conversation (no model loaded: nothing to do)."""
-
-    def job(engine: Optional[InferenceEngine], _cancel: object) -> Iterable[object]:
-        if engine is not None and hasattr(engine, "forget_conversation"):
-            engine.forget_conversation(conversation_id)
-        return ()
-
-    return job
-
-
-def _last_prompt_tokens(history: Iterable[StoredMessage]) -> int:
-    for message in reversed(tuple(history)):
-        if message.role == "assistant" and message.stats:
-            return int(message.stats.get("prompt_tokens") or 0)
-    return 0
-
-
-def title_from(text: str) -> str:
-    words = " ".join(text.split())
-    if len(words) <= TITLE_MAX_CHARS:
-        return words or DEFAULT_TITLE
-    return words[:TITLE_MAX_CHARS].rsplit(" ", 1)[0].rstrip(",.;:") + "\u2026"
-
-
 class ChatController(QObject):
     generatingChanged = Signal(bool)
     # Stats of the finished answer (GenerationStats fields, finish_reason, thinking_s).
@@ -144,7 +77,7 @@ class ChatController(QObject):
         self._transcript = transcript
         self._settings = settings
         self._conversation_id: Optional[str] = None
-        self._turn: Optional[_Turn] = None
+        self._turn: Optional[StreamingTurn] = None
         self._job_builder: Optional[JobBuilder] = None
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
@@ -279,7 +212,7 @@ class ChatController(QObject):
         if turn_job.progress_label:
             view.set_progress_shown_elsewhere(turn_job.progress_label)
         handle = self._worker.submit(turn_job.job, name="chat")
-        turn = _Turn(handle, self._conversation_id, placeholder.id, prompt_floor=_last_prompt_tokens(history))
+        turn = StreamingTurn(handle, self._conversation_id, placeholder.id, prompt_floor=last_prompt_tokens(history))
         handle.started.connect(lambda: self._on_job_started(turn))
         handle.event.connect(lambda event: self._on_job_event(turn, event))
         handle.failed.connect(lambda message: self._on_job_failed(turn, message))
@@ -298,10 +231,10 @@ class ChatController(QObject):
             return None
         return self._transcript.view_for(turn.message_id)
 
-    def _on_job_started(self, turn: _Turn) -> None:
+    def _on_job_started(self, turn: StreamingTurn) -> None:
         turn.started_at = time.monotonic()
 
-    def _on_job_event(self, turn: _Turn, event: object) -> None:
+    def _on_job_event(self, turn: StreamingTurn, event: object) -> None:
         if turn is not self._turn:
             return  # completed at its Finished event; the job's tail is not the user's concern
         view = self._view()
@@ -338,7 +271,7 @@ class ChatController(QObject):
         elif isinstance(event, Failed):
             turn.error = event.message
 
-    def _count_deltas(self, turn: _Turn, count: int) -> None:
+    def _count_deltas(self, turn: StreamingTurn, count: int) -> None:
         now = time.monotonic()
         first = turn.first_delta_at is None
         if first:
@@ -346,7 +279,7 @@ class ChatController(QObject):
         turn.deltas += count
         self._emit_live_stats(turn, force=first)
 
-    def _emit_live_stats(self, turn: _Turn, *, force: bool = False) -> None:
+    def _emit_live_stats(self, turn: StreamingTurn, *, force: bool = False) -> None:
         now = time.monotonic()
         if turn.conversation_id != self._conversation_id:
             return  # the status bar speaks for the chat on screen
@@ -364,15 +297,15 @@ class ChatController(QObject):
                 stats["generation_tps"] = (turn.deltas - 1) / elapsed
         self.liveStatsChanged.emit(stats)
 
-    def _on_job_failed(self, turn: _Turn, message: str) -> None:
+    def _on_job_failed(self, turn: StreamingTurn, message: str) -> None:
         if turn is self._turn:
             turn.error = message
 
-    def _on_job_finished(self, turn: _Turn) -> None:
+    def _on_job_finished(self, turn: StreamingTurn) -> None:
         if turn is self._turn:  # else already completed at its Finished event
             self._complete_turn(turn)
 
-    def _complete_turn(self, turn: _Turn) -> None:
+    def _complete_turn(self, turn: StreamingTurn) -> None:
         if turn.thinking_started_at is not None and turn.thinking_s is None:
             turn.thinking_s = time.monotonic() - turn.thinking_started_at
         if turn.error or turn.finish_reason == "error":

@@ -36,7 +36,8 @@ from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
 from app.chat.composer import Composer
-from app.chat.controller import ChatController, TurnContext, TurnJob
+from app.chat.controller import ChatController
+from app.chat.turns import TurnContext, TurnJob
 from app.chat.history import history_messages
 from app.chat.store import Attachment, StoredMessage
 from app.documents.drop import DocumentDropFilter
