@@ -177,7 +177,7 @@ def test_stop_during_prefill_shows_progress_and_stops_before_answering(qtbot, wo
     view = last_assistant(window)
     qtbot.waitUntil(lambda: view.prefill_bar.maximum() > 0 and view.prefill_bar.value() > 0, timeout=10000)
     assert view.prefill_row.isVisible() and "Reading" in view.prefill_label.text()
-    window.stop_action.trigger()  # Model > Stop (Cmd+.)
+    window.menus.stop_action.trigger()  # Model > Stop (Cmd+.)
     wait_idle(qtbot, window)
     stored = window.store.message(view.message_id)
     assert stored.status == "interrupted" and stored.content == ""
@@ -331,7 +331,7 @@ def test_thinking_toggle_is_offered_only_for_hybrid_models(qtbot, data_dir) -> N
             with qtbot.waitSignal(client.modelLoaded, timeout=5000):
                 client.load_model(mode)
             assert window.thinking_toggle.isVisible() is offered, mode
-            assert window.thinking_action.isEnabled() is offered
+            assert window.menus.thinking_action.isEnabled() is offered
             request = window.chat.build_request([])
             assert request.enable_thinking == (window.settings.thinking_enabled if offered else None)
         with qtbot.waitSignal(client.modelLoaded, timeout=5000):
@@ -345,13 +345,13 @@ def test_thinking_toggle_is_offered_only_for_hybrid_models(qtbot, data_dir) -> N
 def test_sidebar_new_rename_search_and_delete(qtbot, worker, data_dir) -> None:
     window = open_window(qtbot, worker, data_dir, Builder(max_tokens=4))
     for text in ("Python lists", "Kyoto trip"):
-        window.new_chat_action.trigger()
+        window.menus.new_chat_action.trigger()
         type_and_send(qtbot, window, text)
         wait_idle(qtbot, window)
     assert window.sidebar.titles() == ["Kyoto trip", "Python lists"]
     kyoto = window.chat.conversation_id
 
-    window.new_chat_action.trigger()  # Cmd+N: an empty chat, stored only once something is sent
+    window.menus.new_chat_action.trigger()  # Cmd+N: an empty chat, stored only once something is sent
     assert window.chat.conversation_id is None and window.transcript.views == []
     assert len(window.store.conversations()) == 2
 
