@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Optional
 
@@ -37,12 +38,13 @@ def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> N
     try:
         from app.documents.controller import DocumentController
 
-        documents = DocumentController(window, worker)
+        documents = DocumentController(
+            window.chat, window.composer, worker, drop_targets=(window.transcript,),
+            place_panel=window.add_bottom_panel, system_prompt=lambda: window.settings.system_prompt, parent=window)
     except Exception:  # noqa: BLE001 - chat must still work if the document feature can't start
         log.exception("the document feature could not start")
         file_opens.start_delivering()
         return
-    window.documents = documents  # type: ignore[attr-defined]
     file_opens.files_opened.connect(documents.open_files)
     file_opens.start_delivering()
 
@@ -50,7 +52,8 @@ def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> N
 def _attach_quick_ask(app: QApplication, window: MainWindow, worker: WorkerClient, settings: Settings):
     """The menu-bar Quick Ask popup, sharing the worker (its jobs queue with the window's)."""
     try:
-        from app.quick_ask.popup import QuickAskController, QuickAskOptions
+        from app.quick_ask.controller import QuickAskController
+        from app.quick_ask.popup import QuickAskOptions
         from app.settings import sampling_preset
 
         def options() -> QuickAskOptions:
@@ -66,13 +69,13 @@ def _attach_quick_ask(app: QApplication, window: MainWindow, worker: WorkerClien
     quick_ask.open_in_main_window.connect(window.start_chat_from_quick_ask)
     quick_ask.show_main_window.connect(window.bring_to_front)
     quick_ask.quit_requested.connect(app.quit)
+    shortcut_applier = None
     if tray.GlobalShortcut.supported():  # macOS only
         error = quick_ask.set_global_shortcut(settings.quick_ask_shortcut)
         if error:
             log.warning("Quick Ask shortcut: %s", error)
-        window.shortcuts_supported = True
-        window.shortcut_applier = quick_ask.set_global_shortcut
-    window.menu_bar_available = quick_ask.has_menu_bar_icon()
+        shortcut_applier = quick_ask.set_global_shortcut
+    window.set_quick_ask_features(menu_bar_available=quick_ask.has_menu_bar_icon(), shortcut_applier=shortcut_applier)
     return quick_ask
 
 
@@ -115,7 +118,6 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
         app.setWindowIcon(icon)
     settings = Settings()
     theme = ThemeManager(app, settings.theme)  # type: ignore[arg-type]
-    app.theme_manager = theme  # type: ignore[attr-defined]
 
     try:
         store = ConversationStore(data_dir() / DATABASE_NAME)
@@ -126,7 +128,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
         return 1
 
     worker = WorkerClient()
-    window = MainWindow(store, worker, settings)
+    window = MainWindow(store, worker, settings, theme_manager=theme)
     theme.changed.connect(window.apply_theme)
     _attach_documents(window, worker, file_opens)
     quick_ask = _attach_quick_ask(app, window, worker, settings)
@@ -147,14 +149,26 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
     if last and store.conversation(last) is not None:
         window.chat.open_conversation(last)
 
+    worker_stopped = [True]
+
     def shut_down() -> None:
         window.chat.flush()
         if quick_ask is not None:
             quick_ask.set_global_shortcut("")
         shut_down_downloads(window.model_manager)  # logs any download that would not stop
-        if not worker.shutdown():
-            log.warning("the worker thread did not stop in time")
+        # Cancels the running job and waits a bounded time: the engine honours a cancel
+        # between prefill chunks and tokens, so this is quick.
+        worker_stopped[0] = worker.shutdown()
         store.close()
 
     app.aboutToQuit.connect(shut_down)
-    return app.exec()
+    code = app.exec()
+    if not worker_stopped[0]:
+        # The job is stuck in native code. Destroying its running QThread would abort the
+        # process, and waiting on would keep a hidden app alive: leave now, saved and closed.
+        log.warning("the worker thread did not stop in time; exiting without it")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -68,7 +68,8 @@ def capture_quick_ask(out_dir: Path, theme: str = "light") -> Path:
     try:
         _wait_for(client.modelLoaded, lambda: client.load_model("demo"))
         popup.popup_at(QRect())
-        _wait_for(client.jobFinished, lambda: popup.ask(DEMO_QUESTION))
+        job = popup.ask(DEMO_QUESTION)  # its events are queued: waiting from here misses none
+        _wait_for(job.finished, lambda: None)
         QApplication.processEvents()
         shot = popup.grab()
         # The popup has transparent rounded corners: show it on a desktop-like backdrop.

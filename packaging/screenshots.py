@@ -239,8 +239,10 @@ def capture_documents(out_dir: Path, store, settings) -> list[Path]:
     engine = DocumentDemoEngine()
     worker = WorkerClient(engine_loader=lambda path, progress: engine)
     window = MainWindow(store, worker, settings)
-    documents = DocumentController(window, worker, options=SummaryOptions(budget_bytes=DEMO_BUDGET_BYTES),
-                                   clock=engine.clock)
+    documents = DocumentController(window.chat, window.composer, worker, drop_targets=(window.transcript,),
+                                   place_panel=window.add_bottom_panel, system_prompt=lambda: settings.system_prompt,
+                                   options=SummaryOptions(budget_bytes=DEMO_BUDGET_BYTES), clock=engine.clock,
+                                   parent=window)
     window.resize(1180, 860)
     window.show()
     written: list[Path] = []
@@ -309,7 +311,8 @@ def capture(out_dir: Path) -> list[Path]:
 
     from app.gui import configure_application_identity
     from app.window.main_window import MainWindow
-    from app.models.manager import InstalledModel, ModelManager
+    from app.models.installed import InstalledModel
+    from app.models.manager import ModelManager
     from app.settings import Settings
     from app.chat.store import ConversationStore
     from app.window.theme import ThemeManager
@@ -318,7 +321,6 @@ def capture(out_dir: Path) -> list[Path]:
     configure_application_identity()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     theme = ThemeManager(app, "light")
-    app.theme_manager = theme  # type: ignore[attr-defined]
     written: list[Path] = []
 
     data = Path(os.environ["QWEN_DESK_DATA_DIR"])
@@ -346,6 +348,7 @@ def capture(out_dir: Path) -> list[Path]:
         store,
         worker,
         settings,
+        theme_manager=theme,
         model_manager_factory=lambda parent: ModelManager(
             settings, parent, budget_bytes=int(16 * 2**30 * 0.67), installed_models=fake_installed
         ),
@@ -383,7 +386,7 @@ def capture(out_dir: Path) -> list[Path]:
 
     settings.system_prompt = "Answer briefly. Use British spelling."
     # As on a Mac, where the menu-bar icon and global shortcuts exist (Xvfb has neither).
-    window.menu_bar_available = window.shortcuts_supported = True
+    window.set_quick_ask_features(menu_bar_available=True, shortcut_applier=lambda shortcut: "")
     preferences = window.open_preferences()
     _settle(400)
     path = out_dir / "settings.png"

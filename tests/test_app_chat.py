@@ -16,7 +16,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
-from app.chat.controller import TurnContext
+from app.chat.turns import TurnContext, TurnJob
 from app.window.main_window import MainWindow
 from app.chat.message_view import MessageView
 from app.chat.rendering import RenderColors
@@ -70,8 +70,13 @@ class Builder:
         self.delay_s = delay_s
         self.prefill_delay_s = prefill_delay_s
         self.contexts: list[TurnContext] = []
+        self.on_event: Optional[Any] = None  # also told of each event of the turns' jobs
 
-    def __call__(self, context: TurnContext):
+    def _watch(self, handle) -> None:
+        if self.on_event is not None:
+            handle.event.connect(self.on_event)
+
+    def __call__(self, context: TurnContext) -> TurnJob:
         self.contexts.append(context)
         request = dataclasses.replace(context.request, sampling=ARGMAX, max_tokens=self.max_tokens, enable_thinking=False)
         delay, prefill_delay = self.delay_s, self.prefill_delay_s
@@ -84,7 +89,7 @@ class Builder:
                     time.sleep(delay)
                 yield event
 
-        return job
+        return TurnJob(job, on_submitted=self._watch)
 
 
 def open_window(qtbot, worker: WorkerClient, data_dir: Path, builder: Optional[Any] = None) -> MainWindow:
@@ -116,15 +121,13 @@ def type_and_send(qtbot, window: MainWindow, text: str) -> None:
 
 
 def test_a_message_streams_into_the_transcript_and_is_stored(qtbot, worker, data_dir) -> None:
-    window = open_window(qtbot, worker, data_dir, Builder(max_tokens=60, delay_s=0.004))
+    builder = Builder(max_tokens=60, delay_s=0.004)
+    window = open_window(qtbot, worker, data_dir, builder)
     seen_lengths: list[int] = []
-    worker.jobEvent.connect(lambda j, e: seen_lengths.append(len(last_assistant(window).answer_text)))
-    try:
-        type_and_send(qtbot, window, "Hello there")
-        assert window.composer.text == "" and window.composer.generating
-        wait_idle(qtbot, window)
-    finally:
-        worker.jobEvent.disconnect()
+    builder.on_event = lambda e: seen_lengths.append(len(last_assistant(window).answer_text))
+    type_and_send(qtbot, window, "Hello there")
+    assert window.composer.text == "" and window.composer.generating
+    wait_idle(qtbot, window)
     view = last_assistant(window)
     # Several partial states were on screen before the end: it streamed.
     growing = sorted(set(seen_lengths))
@@ -175,7 +178,7 @@ def test_stop_during_prefill_shows_progress_and_stops_before_answering(qtbot, wo
     view = last_assistant(window)
     qtbot.waitUntil(lambda: view.prefill_bar.maximum() > 0 and view.prefill_bar.value() > 0, timeout=10000)
     assert view.prefill_row.isVisible() and "Reading" in view.prefill_label.text()
-    window.stop_action.trigger()  # Model > Stop (Cmd+.)
+    window.menus.stop_action.trigger()  # Model > Stop (Cmd+.)
     wait_idle(qtbot, window)
     stored = window.store.message(view.message_id)
     assert stored.status == "interrupted" and stored.content == ""
@@ -254,7 +257,7 @@ def scripted(*events: object, delay_s: float = 0.0):
                 time.sleep(delay_s)
                 yield event
 
-        return job
+        return TurnJob(job)
 
     return builder
 
@@ -296,7 +299,7 @@ def test_a_failed_answer_shows_the_reason_and_is_stored_as_an_error(qtbot, worke
             yield AnswerDelta("Par")
             raise RequestError("This conversation is too long for the model.")
 
-        return job
+        return TurnJob(job)
 
     window = open_window(qtbot, worker, data_dir, builder)
     type_and_send(qtbot, window, "Hi")
@@ -329,7 +332,7 @@ def test_thinking_toggle_is_offered_only_for_hybrid_models(qtbot, data_dir) -> N
             with qtbot.waitSignal(client.modelLoaded, timeout=5000):
                 client.load_model(mode)
             assert window.thinking_toggle.isVisible() is offered, mode
-            assert window.thinking_action.isEnabled() is offered
+            assert window.menus.thinking_action.isEnabled() is offered
             request = window.chat.build_request([])
             assert request.enable_thinking == (window.settings.thinking_enabled if offered else None)
         with qtbot.waitSignal(client.modelLoaded, timeout=5000):
@@ -343,13 +346,13 @@ def test_thinking_toggle_is_offered_only_for_hybrid_models(qtbot, data_dir) -> N
 def test_sidebar_new_rename_search_and_delete(qtbot, worker, data_dir) -> None:
     window = open_window(qtbot, worker, data_dir, Builder(max_tokens=4))
     for text in ("Python lists", "Kyoto trip"):
-        window.new_chat_action.trigger()
+        window.menus.new_chat_action.trigger()
         type_and_send(qtbot, window, text)
         wait_idle(qtbot, window)
     assert window.sidebar.titles() == ["Kyoto trip", "Python lists"]
     kyoto = window.chat.conversation_id
 
-    window.new_chat_action.trigger()  # Cmd+N: an empty chat, stored only once something is sent
+    window.menus.new_chat_action.trigger()  # Cmd+N: an empty chat, stored only once something is sent
     assert window.chat.conversation_id is None and window.transcript.views == []
     assert len(window.store.conversations()) == 2
 
@@ -486,7 +489,7 @@ def test_the_answer_completes_at_finished_while_the_job_still_tidies_its_cache(q
             yield Finished("stop", STATS)
             release.wait(10)  # stands in for the engine's post-answer cache work
 
-        return job
+        return TurnJob(job)
 
     window = open_window(qtbot, worker, data_dir, builder)
     try:

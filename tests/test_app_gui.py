@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QLabel
 
+from app.documents.controller import DocumentController
 from app.window.main_window import MainWindow
 from app.settings import Settings
 from app.chat.store import DATABASE_NAME, ConversationStore
@@ -30,6 +33,7 @@ import mlx_backend.hub.download
 from app.gui import run_gui
 from app.window.main_window import MainWindow
 from app.models.manager import ModelManager
+from app.documents.controller import DocumentController
 
 seen = {}
 REPO = "mlx-community/Qwen3-0.6B-4bit"
@@ -53,7 +57,7 @@ def inspect_then_quit():
     seen["download"] = main.model_manager.download(REPO)
     seen["download_started"] = started.wait(5)
     seen["app_name"] = QApplication.applicationName()
-    seen["documents_attached"] = hasattr(main, "documents")
+    seen["documents_attached"] = bool(main.findChildren(DocumentController))
     seen["window_icon"] = not QApplication.windowIcon().isNull()
     seen["quits_with_window"] = QApplication.quitOnLastWindowClosed()
     seen["worker"] = main.worker
@@ -156,7 +160,7 @@ def _drop_events(path: Path) -> tuple[QDragEnterEvent, QDropEvent]:
     return enter, drop
 
 
-def test_file_drops_reach_an_attached_handler_only(qtbot, tmp_path: Path, monkeypatch) -> None:
+def test_file_drops_reach_the_document_feature_only_once_it_is_attached(qtbot, tmp_path: Path, monkeypatch) -> None:
     window, client = _window(qtbot, tmp_path, monkeypatch)
     report = tmp_path / "report.pdf"
     report.write_bytes(b"%PDF-1.4")
@@ -165,16 +169,16 @@ def test_file_drops_reach_an_attached_handler_only(qtbot, tmp_path: Path, monkey
         QApplication.sendEvent(window.transcript.viewport(), enter)
         assert not enter.isAccepted()  # no document feature attached: drops are refused
 
+        documents = DocumentController(window.chat, window.composer, client, drop_targets=(window.transcript,),
+                                       place_panel=window.add_bottom_panel, system_prompt=lambda: "")
         received: list[list[str]] = []
-        window.attach_drop_handler(received.append)
-        signalled: list[list[str]] = []
-        window.filesDropped.connect(signalled.append)
+        documents.drop_filter.filesDropped.connect(received.append)
         for target in (window.transcript.viewport(), window.composer.edit.viewport()):
             enter, drop = _drop_events(report)
             QApplication.sendEvent(target, enter)
             assert enter.isAccepted()
             QApplication.sendEvent(target, drop)
-        assert received == [[str(report)], [str(report)]] and signalled == received
+        assert received == [[str(report)], [str(report)]]
     finally:
         assert client.shutdown(5000)
 
@@ -183,3 +187,70 @@ def test_quitting_before_the_models_window_ever_opened_has_no_downloads_to_stop(
     from app.gui import shut_down_downloads
 
     assert shut_down_downloads(None, timeout_s=2.0)
+
+
+# A chat turn whose (fake) engine is mid-prefill, looping on its cancel Event, when the user quits.
+_QUIT_DURING_A_READ = """
+import sys, threading, time
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+import mlx_backend.generation.engine
+from mlx_backend.events import PrefillProgress
+from app.gui import run_gui
+from app.window.main_window import MainWindow
+
+reading = threading.Event()
+HONOURS_CANCEL = sys.argv[1] == "honours-cancel"
+
+class PrefillingEngine:
+    info = None
+
+    def stream(self, request, cancel):
+        yield PrefillProgress(0, 100_000, None)
+        reading.set()
+        while not (HONOURS_CANCEL and cancel.is_set()):  # a long prompt read, between chunks
+            time.sleep(0.01)
+
+mlx_backend.generation.engine.Engine.load = staticmethod(lambda path, progress=None, **kw: PrefillingEngine())
+
+def main_window():
+    return next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow))
+
+def start_reading():
+    window = main_window()
+    window.worker.modelLoaded.connect(lambda info: window.chat.send("Summarize War and Peace"))
+    window.worker.load_model("fake")
+    poll.start()
+
+def quit_once_reading():
+    if reading.is_set():
+        poll.stop()
+        print("QUIT_AT", time.time(), flush=True)
+        QApplication.quit()
+
+app = QApplication(sys.argv[:1])
+poll = QTimer()
+poll.setInterval(10)
+poll.timeout.connect(quit_once_reading)
+QTimer.singleShot(300, start_reading)
+sys.exit(run_gui([]))
+"""
+
+
+@pytest.mark.parametrize("engine", ["honours-cancel", "stuck-in-native-code"])
+def test_quitting_during_a_prompt_read_exits_at_once_without_a_qt_warning(tmp_path: Path, engine: str) -> None:
+    env = {
+        **os.environ,
+        "QWEN_DESK_DATA_DIR": str(tmp_path / "data"),
+        "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
+        "QT_QPA_PLATFORM": "offscreen",
+        "HF_HUB_OFFLINE": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _QUIT_DURING_A_READ, engine], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    exited_at = time.time()
+    quit_lines = [line for line in done.stdout.splitlines() if line.startswith("QUIT_AT ")]
+    assert done.returncode == 0 and quit_lines, done.stderr[-3000:]
+    assert exited_at - float(quit_lines[-1].split()[1]) < 2.0
+    assert "QThread: Destroyed" not in done.stderr

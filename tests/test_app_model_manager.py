@@ -234,3 +234,26 @@ def test_first_run_opens_the_manager_pointing_at_the_default(qtbot, hf_cache) ->
         assert started.args == [SMALL] and window.settings.model == SMALL
     finally:
         assert client.shutdown(5000)
+
+
+def test_the_model_picker_lists_the_cache_off_the_gui_thread(qtbot) -> None:
+
+    from app.models.installed import InstalledModel
+    from app.window.model_picker import ModelPicker
+
+    scanned_on: list[int] = []
+
+    def scan() -> list[InstalledModel]:
+        scanned_on.append(threading.get_ident())
+        return [InstalledModel("mlx-community/Qwen3-0.6B-4bit", "Qwen3-0.6B-4bit", Path("/nowhere"), 1, "cache")]
+
+    picker = ModelPicker(lambda: "", lambda: ["/models/local"], scan=scan)
+    qtbot.addWidget(picker)
+    picker.refresh()
+    assert picker.findData("/models/local") >= 0  # what is known shows at once
+    qtbot.waitUntil(lambda: picker.findData("mlx-community/Qwen3-0.6B-4bit") >= 0, timeout=5000)
+    assert scanned_on and scanned_on[0] != threading.get_ident()
+    chosen: list[str] = []
+    picker.modelChosen.connect(chosen.append)
+    picker.activated.emit(picker.findData("/models/local"))
+    assert chosen == ["/models/local"]

@@ -109,7 +109,7 @@ def test_cmd_comma_opens_settings_and_the_menus_follow_its_changes(qtbot, tmp_pa
     window = MainWindow(store, worker, settings)
     qtbot.addWidget(window)
     try:
-        action = window.settings_action
+        action = window.menus.settings_action
         assert action.shortcut() == QKeySequence(QKeySequence.StandardKey.Preferences)
         assert action.menuRole() == QAction.MenuRole.PreferencesRole  # the app menu on macOS
         seen: list[str] = []
@@ -119,16 +119,16 @@ def test_cmd_comma_opens_settings_and_the_menus_follow_its_changes(qtbot, tmp_pa
         assert prefs.isVisible() and window.open_preferences() is prefs  # one window, raised
         prefs.sampling_combo.setCurrentIndex(prefs.sampling_combo.findData("precise"))
         prefs.theme_combo.setCurrentIndex(prefs.theme_combo.findData("light"))
-        checked = {a.data() for a in window.sampling_group.actions() + window.theme_group.actions() if a.isChecked()}
+        checked = {a.data() for a in window.menus.sampling_group.actions() + window.menus.theme_group.actions() if a.isChecked()}
         assert checked == {"precise", "light"} and seen == [SAMPLING_PRESET, THEME]
 
         # And the other way: a menu choice shows in the open Settings window.
-        dark = next(a for a in window.theme_group.actions() if a.data() == "dark")
+        dark = next(a for a in window.menus.theme_group.actions() if a.data() == "dark")
         dark.trigger()
         assert prefs.theme_combo.currentData() == "dark" and settings.theme == "dark"
 
         # Model > System Prompt... opens the same window with the prompt selected for editing.
-        window.system_prompt_action.trigger()
+        window.menus.system_prompt_action.trigger()
         assert window.open_preferences() is prefs
         assert prefs.system_prompt_edit.textCursor().selectedText() == "Be brief."
         prefs.close()

@@ -11,7 +11,8 @@ import pytest
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QGuiApplication
 
-from app.quick_ask.popup import QuickAskController, QuickAskOptions, QuickAskPopup
+from app.quick_ask.controller import QuickAskController
+from app.quick_ask.popup import QuickAskOptions, QuickAskPopup
 from app.worker.worker import NO_MODEL_MESSAGE, WorkerClient
 from mlx_backend.events import (
     AnswerDelta,
@@ -83,11 +84,14 @@ def _popup(qtbot, client, **options) -> QuickAskPopup:
     return popup
 
 
-def _answer_and_wait(qtbot, client, popup: QuickAskPopup, question: str, timeout=60_000) -> str:
-    with qtbot.waitSignal(client.jobFinished, timeout=timeout, check_params_cb=lambda job: job.startswith("quick-ask")):
-        job_id = popup.ask(question)
+def _answer_and_wait(qtbot, popup: QuickAskPopup, question: str, timeout=60_000, on_event=None):
+    job = popup.ask(question)  # its events are queued: connecting now misses none
+    if on_event is not None:
+        job.event.connect(on_event)
+    with qtbot.waitSignal(job.finished, timeout=timeout):
+        pass
     assert not popup.is_answering()
-    return job_id
+    return job
 
 
 def test_popup_streams_the_answer_of_a_real_model_through_the_shared_worker(qtbot, make_client, tiny_checkpoint):
@@ -99,9 +103,8 @@ def test_popup_streams_the_answer_of_a_real_model_through_the_shared_worker(qtbo
     popup = _popup(qtbot, client, sampling=GREEDY, max_tokens=12, seed=0)
     popup.popup_at(QRect())
     deltas: list[str] = []
-    client.jobEvent.connect(lambda job, event: isinstance(event, AnswerDelta) and deltas.append(event.text))
-
-    _answer_and_wait(qtbot, client, popup, "What is MLX?")
+    _answer_and_wait(qtbot, popup, "What is MLX?",
+                     on_event=lambda event: isinstance(event, AnswerDelta) and deltas.append(event.text))
 
     # What the popup shows is exactly what the model streamed, and the same text the engine
     # gives for this request when run directly (greedy, so it is reproducible).
@@ -123,7 +126,7 @@ def test_quick_questions_skip_thinking_and_carry_the_options(qtbot, make_client)
     client = make_client(engine)
     popup = _popup(qtbot, client, system_prompt="Be brief.", max_tokens=64)
 
-    _answer_and_wait(qtbot, client, popup, "Capital of France?")
+    _answer_and_wait(qtbot, popup, "Capital of France?")
 
     (request,) = engine.requests
     assert request.enable_thinking is False
@@ -139,7 +142,7 @@ def test_answer_is_markdown_rendered_without_fetching_anything(qtbot, make_clien
     client = make_client(ScriptedEngine([AnswerDelta(markdown[:10]), AnswerDelta(markdown[10:])]))
     popup = _popup(qtbot, client)
 
-    _answer_and_wait(qtbot, client, popup, "format something")
+    _answer_and_wait(qtbot, popup, "format something")
 
     shown = popup.answer_view.toPlainText()
     assert "Bold and code" in shown and "**" not in shown
@@ -151,9 +154,7 @@ def test_thinking_shows_as_progress_not_as_answer_text(qtbot, make_client):
     client = make_client(ScriptedEngine([ThinkingDelta("let me think"), AnswerDelta("42")]))
     popup = _popup(qtbot, client)
     statuses: list[str] = []
-    client.jobEvent.connect(lambda job, event: statuses.append(popup.status_label.text()))
-
-    _answer_and_wait(qtbot, client, popup, "meaning of life?")
+    _answer_and_wait(qtbot, popup, "meaning of life?", on_event=lambda event: statuses.append(popup.status_label.text()))
 
     assert "Thinking\u2026" in statuses
     assert popup.answer == "42"
@@ -165,7 +166,7 @@ def test_copy_puts_the_answer_on_the_clipboard(qtbot, make_client):
     popup = _popup(qtbot, client)
     QGuiApplication.clipboard().setText("something else")
 
-    _answer_and_wait(qtbot, client, popup, "q")
+    _answer_and_wait(qtbot, popup, "q")
     qtbot.mouseClick(popup.copy_button, Qt.MouseButton.LeftButton)
 
     assert QGuiApplication.clipboard().text() == "Copy *me*"
@@ -178,11 +179,12 @@ def test_escape_closes_the_popup_and_stops_the_running_answer(qtbot, make_client
     popup = _popup(qtbot, client)
     popup.popup_at(QRect())
     qtbot.waitUntil(popup.isVisible)
-    with qtbot.waitSignal(client.jobEvent, timeout=10_000):
-        popup.ask("a long question")
+    job = popup.ask("a long question")
+    with qtbot.waitSignal(job.event, timeout=10_000):
+        pass
     assert popup.stop_button.isVisible()
 
-    with qtbot.waitSignal(client.jobFinished, timeout=10_000):
+    with qtbot.waitSignal(job.finished, timeout=10_000):
         qtbot.keyClick(popup.question_edit, Qt.Key.Key_Escape)
 
     assert not popup.isVisible()
@@ -195,7 +197,7 @@ def test_open_in_main_window_hands_over_question_and_answer(qtbot, make_client):
     client = make_client(ScriptedEngine([AnswerDelta("An "), AnswerDelta("answer.")]))
     popup = _popup(qtbot, client)
     popup.popup_at(QRect())
-    _answer_and_wait(qtbot, client, popup, "Hand me over")
+    _answer_and_wait(qtbot, popup, "Hand me over")
 
     with qtbot.waitSignal(popup.open_in_main_window, timeout=2000) as handed:
         qtbot.mouseClick(popup.open_button, Qt.MouseButton.LeftButton)
@@ -208,7 +210,7 @@ def test_without_a_model_the_popup_says_so(qtbot, make_client):
     client = make_client(load=False)
     popup = _popup(qtbot, client)
 
-    _answer_and_wait(qtbot, client, popup, "anyone there?")
+    _answer_and_wait(qtbot, popup, "anyone there?")
 
     assert popup.status_label.text() == NO_MODEL_MESSAGE
     assert popup.answer == ""
@@ -218,10 +220,10 @@ def test_without_a_model_the_popup_says_so(qtbot, make_client):
 def test_a_new_question_replaces_the_previous_answer(qtbot, make_client):
     client = make_client(ScriptedEngine([AnswerDelta("same answer")]))
     popup = _popup(qtbot, client)
-    _answer_and_wait(qtbot, client, popup, "first")
-    second = _answer_and_wait(qtbot, client, popup, "second")
+    first = _answer_and_wait(qtbot, popup, "first")
+    second = _answer_and_wait(qtbot, popup, "second")
 
-    assert second.startswith("quick-ask-")
+    assert second is not first
     assert popup.question == "second"
     assert popup.answer == "same answer"  # not "same answersame answer"
 
@@ -238,7 +240,7 @@ def test_popup_stays_on_screen_under_its_anchor(qtbot, make_client):
 
 
 def test_controller_toggles_the_popup_and_forwards_the_hand_over(qtbot, make_client, monkeypatch):
-    import app.quick_ask.popup as quick_ask
+    import app.quick_ask.controller as quick_ask
 
     client = make_client(ScriptedEngine([AnswerDelta("ok")]))
     controller = QuickAskController(client, options_provider=lambda: QuickAskOptions(max_tokens=5))
@@ -254,7 +256,7 @@ def test_controller_toggles_the_popup_and_forwards_the_hand_over(qtbot, make_cli
     controller.toggle()
     assert controller.popup.isVisible()
 
-    _answer_and_wait(qtbot, client, controller.popup, "via the controller")
+    _answer_and_wait(qtbot, controller.popup, "via the controller")
     with qtbot.waitSignal(controller.open_in_main_window, timeout=2000) as handed:
         controller.popup.hand_over()
     assert handed.args == ["via the controller", "ok"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QTimer
 
+from app.chat.turns import TurnJob
 from app.window.main_window import MainWindow
 from app.settings import Settings
 from app.chat.store import DATABASE_NAME, ConversationStore
@@ -50,7 +51,7 @@ def test_the_gui_never_stalls_while_an_answer_streams(qtbot, tmp_path: Path, mon
         window.show()
         qtbot.waitExposed(window)
         window.chat.set_job_builder(
-            lambda context: (
+            lambda context: TurnJob(
                 lambda engine, cancel, request=dataclasses.replace(
                     context.request,
                     sampling=SamplingParams(temperature=0.0, top_p=1.0, top_k=0),

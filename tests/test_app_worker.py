@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.worker.batching import BatchedAnswerDelta, BatchedThinkingDelta, EventBatcher
+from app.worker.handle import JobHandle
 from app.worker.worker import NO_MODEL_MESSAGE, WorkerClient, _JobQueue, _QueuedJob
 from mlx_backend.errors import RequestError
 from mlx_backend.events import (
@@ -35,9 +36,41 @@ def client(qtbot):
     assert worker.shutdown(5000)
 
 
-def _finish(qtbot, client: WorkerClient, job_id: str, submit) -> None:
-    with qtbot.waitSignal(client.jobFinished, timeout=10000, check_params_cb=lambda j: j == job_id):
-        submit()
+class Recorder:
+    """Everything one job's handle emitted, in order, and on which thread it arrived."""
+
+    def __init__(self, handle: JobHandle) -> None:
+        self.handle = handle
+        self.log: list[tuple[str, object]] = []
+        self.threads: set[int] = set()
+        handle.started.connect(lambda: self._note("started", None))
+        handle.event.connect(lambda event: self._note("event", event))
+        handle.failed.connect(lambda message: self._note("failed", message))
+        handle.finished.connect(lambda: self._note("finished", None))
+
+    def _note(self, kind: str, payload: object) -> None:
+        self.threads.add(threading.get_ident())
+        self.log.append((kind, payload))
+
+    @property
+    def events(self) -> list[object]:
+        return [payload for kind, payload in self.log if kind == "event"]
+
+    @property
+    def failures(self) -> list[object]:
+        return [payload for kind, payload in self.log if kind == "failed"]
+
+    def wait(self, qtbot, timeout: int = 10000) -> "Recorder":
+        qtbot.waitUntil(lambda: ("finished", None) in self.log, timeout=timeout)
+        return self
+
+
+def _submit(client: WorkerClient, job, **kwargs) -> Recorder:
+    return Recorder(client.submit(job, **kwargs))
+
+
+def _run(qtbot, client: WorkerClient, job, **kwargs) -> Recorder:
+    return _submit(client, job, **kwargs).wait(qtbot)
 
 
 def test_jobs_run_first_in_first_out_off_the_gui_thread(qtbot, client: WorkerClient) -> None:
@@ -54,34 +87,41 @@ def test_jobs_run_first_in_first_out_off_the_gui_thread(qtbot, client: WorkerCli
 
         return run
 
-    client.submit("a", job("a", wait=True))
-    client.submit("b", job("b"))
-    assert "b" in client.pending_job_ids and client.is_busy()
-    _finish(qtbot, client, "c", lambda: (client.submit("c", job("c")), release.set()))
+    _submit(client, job("a", wait=True))
+    b = _submit(client, job("b"))
+    assert b.handle.job_id in client.pending_job_ids and client.is_busy()
+    c = _submit(client, job("c"))
+    release.set()
+    c.wait(qtbot)
     assert [name for name, _ in ran] == ["a", "b", "c"]
     assert {thread for _, thread in ran} != {threading.get_ident()}
     qtbot.waitUntil(lambda: not client.is_busy(), timeout=5000)
     assert client.pending_job_ids == []
 
 
-def test_signals_for_one_job_arrive_in_order(qtbot, client: WorkerClient) -> None:
-    log: list[str] = []
-    client.jobStarted.connect(lambda j: log.append(f"started {j}"))
-    client.jobEvent.connect(lambda j, e: log.append(f"event {j} {e.text}"))
-    client.jobFailed.connect(lambda j, m: log.append(f"failed {j} {m}"))
-    client.jobFinished.connect(lambda j: log.append(f"finished {j}"))
-
+def test_signals_for_one_job_arrive_in_order_on_the_gui_thread(qtbot, client: WorkerClient) -> None:
     def failing(engine, cancel):
         yield AnswerDelta("partial")
         raise RequestError("The last message is empty.")
 
-    _finish(qtbot, client, "x", lambda: client.submit("x", failing))
-    assert log == [
-        "started x",
-        "event x partial",
-        "failed x The last message is empty.",
-        "finished x",
+    job = _run(qtbot, client, failing)
+    assert job.log == [
+        ("started", None),
+        ("event", BatchedAnswerDelta("partial", 1)),
+        ("failed", "The last message is empty."),
+        ("finished", None),
     ]
+    assert job.threads == {threading.get_ident()}
+
+
+def test_each_caller_gets_only_its_own_jobs_events(qtbot, client: WorkerClient) -> None:
+    first = _submit(client, lambda engine, cancel: [AnswerDelta("one"), AnswerDelta("more")])
+    second = _submit(client, lambda engine, cancel: [ThinkingDelta("two")])
+    second.wait(qtbot)
+    first.wait(qtbot)
+    assert "".join(e.text for e in first.events) == "onemore"
+    assert all(isinstance(e, AnswerDelta) for e in first.events)
+    assert second.events == [BatchedThinkingDelta("two", 1)]
 
 
 def test_cancel_stops_the_running_job_through_its_event(qtbot, client: WorkerClient) -> None:
@@ -94,16 +134,15 @@ def test_cancel_stops_the_running_job_through_its_event(qtbot, client: WorkerCli
         saw_cancel.set()
         yield Finished("cancelled", None)  # type: ignore[arg-type]
 
-    with qtbot.waitSignal(client.jobStarted, timeout=5000):
-        client.submit("long", endless)
-    assert client.current_job_id == "long"
-    _finish(qtbot, client, "long", lambda: client.cancel("long"))
+    job = _submit(client, endless)
+    qtbot.waitUntil(lambda: ("started", None) in job.log, timeout=5000)
+    assert client.current_job_id == job.handle.job_id
+    assert job.handle.cancel()
+    job.wait(qtbot)
     assert saw_cancel.is_set()
 
 
-def test_cancelling_a_queued_job_means_it_never_runs(qtbot, client: WorkerClient) -> None:
-    started: list[str] = []
-    client.jobStarted.connect(started.append)
+def test_cancelling_a_queued_job_means_it_never_runs_and_it_gets_finished_only(qtbot, client: WorkerClient) -> None:
     ran_second = threading.Event()
 
     def blocker(engine, cancel):
@@ -114,12 +153,15 @@ def test_cancelling_a_queued_job_means_it_never_runs(qtbot, client: WorkerClient
         ran_second.set()
         return []
 
-    with qtbot.waitSignal(client.jobStarted, timeout=5000):
-        client.submit("first", blocker)
-    client.submit("second", second)
-    _finish(qtbot, client, "second", lambda: client.cancel("second"))
-    _finish(qtbot, client, "first", lambda: client.cancel())
-    assert started == ["first"]
+    first = _submit(client, blocker)
+    qtbot.waitUntil(lambda: ("started", None) in first.log, timeout=5000)
+    queued = _submit(client, second)
+    assert queued.handle.cancel()
+    assert queued.log == [("finished", None)]
+    assert client.cancel_running()
+    first.wait(qtbot)
+    qtbot.waitUntil(lambda: not client.is_busy(), timeout=5000)
+    assert queued.log == [("finished", None)]  # nothing more came later
     assert not ran_second.is_set()
 
 
@@ -149,38 +191,26 @@ def test_cancel_without_an_id_leaves_a_running_model_load_alone() -> None:
 
 
 def test_unexpected_exceptions_are_reported_and_the_worker_keeps_going(qtbot, client: WorkerClient) -> None:
-    failures: list[str] = []
-    client.jobFailed.connect(lambda j, m: failures.append(m))
-
     def broken(engine, cancel):
         raise ZeroDivisionError("division by zero")
 
-    _finish(qtbot, client, "broken", lambda: client.submit("broken", broken))
-    events: list[object] = []
-    client.jobEvent.connect(lambda j, e: events.append(e))
-    _finish(qtbot, client, "ok", lambda: client.submit("ok", lambda e, c: [AnswerDelta("fine")]))
-    assert failures == ["Something went wrong: division by zero"]
-    assert events == [BatchedAnswerDelta("fine", 1)]
+    assert _run(qtbot, client, broken).failures == ["Something went wrong: division by zero"]
+    ok = _run(qtbot, client, lambda e, c: [AnswerDelta("fine")])
+    assert ok.events == [BatchedAnswerDelta("fine", 1)] and ok.failures == []
 
 
 def test_a_job_needing_a_model_fails_clearly_when_none_is_loaded(qtbot) -> None:
     client = WorkerClient(engine_loader=lambda path, progress: FakeEngine())
-    failures: list[str] = []
-    client.jobFailed.connect(lambda j, m: failures.append(m))
     try:
-        _finish(qtbot, client, "j", lambda: client.submit("j", lambda e, c: []))
+        assert _run(qtbot, client, lambda e, c: []).failures == [NO_MODEL_MESSAGE]
         ran = []
-        _finish(qtbot, client, "k", lambda: client.submit("k", lambda e, c: ran.append(e) or [], needs_model=False))
-        assert failures == [NO_MODEL_MESSAGE]
+        assert _run(qtbot, client, lambda e, c: ran.append(e) or [], needs_model=False).failures == []
         assert ran == [None]
     finally:
         assert client.shutdown(5000)
 
 
 def test_token_deltas_are_batched_without_losing_or_reordering_text(qtbot, client: WorkerClient) -> None:
-    events: list[object] = []
-    client.jobEvent.connect(lambda j, e: events.append(e))
-
     def chatty(engine, cancel):
         yield PrefillProgress(0, 10, None)
         yield PrefillProgress(10, 10, 0.0)
@@ -191,7 +221,7 @@ def test_token_deltas_are_batched_without_losing_or_reordering_text(qtbot, clien
             if i % 100 == 0:
                 time.sleep(0.004)  # a few pauses, like a real decode loop
 
-    _finish(qtbot, client, "chatty", lambda: client.submit("chatty", chatty))
+    events = _run(qtbot, client, chatty).events
     thinking = "".join(e.text for e in events if isinstance(e, ThinkingDelta))
     answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
     assert thinking == "".join(f"t{i} " for i in range(600))
@@ -237,8 +267,6 @@ def test_prefill_progress_is_never_held_back() -> None:
 
 def test_a_real_checkpoint_loads_and_streams_on_the_worker_thread(qtbot, tiny_checkpoint: Path) -> None:
     client = WorkerClient()  # the real Engine.load
-    events: list[object] = []
-    client.jobEvent.connect(lambda j, e: events.append(e))
     try:
         with qtbot.waitSignal(client.modelLoaded, timeout=30000) as loaded:
             client.load_model(str(tiny_checkpoint))
@@ -251,7 +279,7 @@ def test_a_real_checkpoint_loads_and_streams_on_the_worker_thread(qtbot, tiny_ch
             sampling=SamplingParams(temperature=0.0, top_p=1.0, top_k=0),
             max_tokens=40,
         )
-        _finish(qtbot, client, "chat", lambda: client.submit("chat", lambda e, c: e.stream(request, c)))
+        events = _run(qtbot, client, lambda e, c: e.stream(request, c)).events
         answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
         finished = [e for e in events if isinstance(e, Finished)]
         assert answer and len(finished) == 1
@@ -282,12 +310,12 @@ def test_a_job_whose_cleanup_raises_still_finishes_and_the_queue_goes_on(qtbot, 
         def close(self):
             raise RuntimeError("cleanup broke")
 
-    _finish(qtbot, client, "bad", lambda: client.submit("bad", lambda engine, cancel: BadCleanup()))
+    _run(qtbot, client, lambda engine, cancel: BadCleanup())
     ran = threading.Event()
 
     def after(engine, cancel):
         ran.set()
         return [AnswerDelta("ok")]
 
-    _finish(qtbot, client, "after", lambda: client.submit("after", after))
+    _run(qtbot, client, after)
     assert ran.is_set()

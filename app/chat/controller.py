@@ -7,31 +7,38 @@ second, into the store.
 
 Extension points for other features (documents):
 - ``set_job_builder(builder)``: decide the job for a turn (e.g. summarise the attached documents)
-  instead of a plain chat request; return None to fall back to chat.
+  instead of a plain chat request; return None to fall back to chat. The builder's ``TurnJob``
+  may name who wants the job's handle: that feature then follows its own job's events.
 - ``send(text, attachments)``: a user message with attachment chips.
-- ``stream_assistant_answer(job)``: stream any job's events as a new assistant message in the
-  current conversation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from app.worker.batching import delta_count
+from app.chat.history import history_messages
 from app.chat.message_view import MessageView
-from app.settings import Settings, sampling_preset
 from app.chat.store import DEFAULT_TITLE, Attachment, ConversationStore, StoredMessage
 from app.chat.transcript import TranscriptView
-from app.worker.worker import Job, WorkerClient, chat_job
+from app.chat.turns import (
+    JobBuilder,
+    StreamingTurn,
+    TurnContext,
+    TurnJob,
+    forget_conversation_job,
+    last_prompt_tokens,
+    title_from,
+)
+from app.settings import Settings, sampling_preset
+from app.worker.batching import delta_count
+from app.worker.protocols import JobRunner
+from app.worker.worker import chat_job
 from mlx_backend.events import (
     AnswerDelta,
-    ChatMessage,
     ChatRequest,
     Failed,
     Finished,
@@ -42,69 +49,6 @@ from mlx_backend.events import (
 SAVE_INTERVAL_MS = 1000
 # How often the status bar's live figures (tokens/s, context) move while an answer streams.
 LIVE_STATS_INTERVAL_S = 0.5
-TITLE_MAX_CHARS = 48
-
-
-@dataclass(frozen=True)
-class TurnContext:
-    """What a job builder gets: the conversation so far and the plain chat request for it."""
-
-    conversation_id: str
-    history: tuple[StoredMessage, ...]  # ends with the user message being answered
-    request: ChatRequest
-
-
-JobBuilder = Callable[[TurnContext], Optional[Job]]
-
-
-@dataclass
-class _Turn:
-    job_id: str
-    conversation_id: str
-    message_id: int
-    answer: str = ""
-    thinking: str = ""
-    started_at: float = field(default_factory=time.monotonic)
-    thinking_started_at: Optional[float] = None
-    thinking_s: Optional[float] = None
-    finish_reason: Optional[str] = None
-    stats: Optional[dict[str, Any]] = None
-    error: str = ""
-    cancel_requested: bool = False
-    dirty: bool = False
-    # Live figures while streaming (the engine's exact stats replace them at the end).
-    prompt_floor: int = 0  # the previous answer's prompt: this prompt holds all of it
-    prompt_tokens: Optional[int] = None
-    deltas: int = 0  # engine deltas so far, about one per token
-    first_delta_at: Optional[float] = None
-    live_emitted_at: float = float("-inf")
-
-
-def forget_conversation_job(conversation_id: str) -> Job:
-    """Drop the engine's prompt cache of a deleted conversation (no model loaded: nothing to do)."""
-
-    def job(engine: Any, _cancel: Any) -> Iterable[object]:
-        if engine is not None and hasattr(engine, "forget_conversation"):
-            engine.forget_conversation(conversation_id)
-        return ()
-
-    return job
-
-
-def _last_prompt_tokens(history: Iterable[StoredMessage]) -> int:
-    for message in reversed(tuple(history)):
-        if message.role == "assistant" and message.stats:
-            return int(message.stats.get("prompt_tokens") or 0)
-    return 0
-
-
-def title_from(text: str) -> str:
-    words = " ".join(text.split())
-    if len(words) <= TITLE_MAX_CHARS:
-        return words or DEFAULT_TITLE
-    return words[:TITLE_MAX_CHARS].rsplit(" ", 1)[0].rstrip(",.;:") + "\u2026"
-
-
 class ChatController(QObject):
     generatingChanged = Signal(bool)
     # Stats of the finished answer (GenerationStats fields, finish_reason, thinking_s).
@@ -116,15 +60,13 @@ class ChatController(QObject):
     conversationChanged = Signal(object)
     # A conversation was created or retitled (the sidebar refreshes).
     conversationsChanged = Signal()
-    # Events other than the five standard ones (e.g. a document job's own progress).
-    otherEvent = Signal(str, object)
     # A turn ended: (conversation id, assistant message id, status).
     turnFinished = Signal(str, int, str)
 
     def __init__(
         self,
         store: ConversationStore,
-        worker: WorkerClient,
+        worker: JobRunner,
         transcript: TranscriptView,
         settings: Settings,
         parent: Optional[QObject] = None,
@@ -135,16 +77,11 @@ class ChatController(QObject):
         self._transcript = transcript
         self._settings = settings
         self._conversation_id: Optional[str] = None
-        self._turn: Optional[_Turn] = None
+        self._turn: Optional[StreamingTurn] = None
         self._job_builder: Optional[JobBuilder] = None
-        self._ids = itertools.count(1)
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
         self._save_timer.timeout.connect(self._save_partial)
-        worker.jobStarted.connect(self._on_job_started)
-        worker.jobEvent.connect(self._on_job_event)
-        worker.jobFailed.connect(self._on_job_failed)
-        worker.jobFinished.connect(self._on_job_finished)
         transcript.regenerateRequested.connect(self.regenerate)
         transcript.editSubmitted.connect(self.edit_and_resend)
 
@@ -156,15 +93,6 @@ class ChatController(QObject):
     @property
     def generating(self) -> bool:
         return self._turn is not None
-
-    @property
-    def current_job_id(self) -> Optional[str]:
-        return self._turn.job_id if self._turn else None
-
-    @property
-    def streaming_view(self) -> Optional[MessageView]:
-        """The answer being streamed, if it is in the conversation on screen."""
-        return self._view()
 
     def set_job_builder(self, builder: Optional[JobBuilder]) -> None:
         self._job_builder = builder
@@ -195,7 +123,7 @@ class ChatController(QObject):
     def conversation_deleted(self, conversation_id: str) -> None:
         if self._turn is not None and self._turn.conversation_id == conversation_id:
             self.stop()
-        self._worker.submit(f"forget-{next(self._ids)}", forget_conversation_job(conversation_id), needs_model=False)
+        self._worker.submit(forget_conversation_job(conversation_id), needs_model=False, name="forget")
         if self._conversation_id == conversation_id:
             self.open_conversation(None)
 
@@ -252,61 +180,49 @@ class ChatController(QObject):
         self.open_conversation(conversation.id)
         return conversation.id
 
-    def stream_assistant_answer(self, job: Job, *, needs_model: bool = True) -> Optional[str]:
-        """Stream ``job``'s events as a new assistant message in the current conversation."""
-        if self._turn is not None:
-            return None
-        if self._conversation_id is None:
-            conversation = self._store.create_conversation(DEFAULT_TITLE, model=self._worker.model_name or None)
-            self._conversation_id = conversation.id
-            self.conversationsChanged.emit()
-            self.conversationChanged.emit(conversation.id)
-        return self._start_turn(job, needs_model=needs_model)
-
     def stop(self) -> bool:
         if self._turn is None:
             return False
         self._turn.cancel_requested = True
-        return self._worker.cancel(self._turn.job_id)
+        return self._turn.handle.cancel()
 
     def build_request(self, history: list[StoredMessage]) -> ChatRequest:
-        messages: list[ChatMessage] = []
-        system = self._settings.system_prompt.strip()
-        if system:
-            messages.append(ChatMessage("system", system))
-        for message in history:
-            if message.role == "assistant" and (message.status == "error" or not message.content.strip()):
-                continue  # a failed or empty answer is not something the model said
-            if message.role in ("user", "assistant"):
-                messages.append(ChatMessage(message.role, message.content))
         info = self._worker.model_info
         hybrid = getattr(info, "thinking_mode", "hybrid") == "hybrid"
         return ChatRequest(
-            messages=tuple(messages),
+            messages=history_messages(self._settings.system_prompt, history),
             conversation_id=self._conversation_id,
             enable_thinking=self._settings.thinking_enabled if hybrid else None,
             sampling=sampling_preset(self._settings.sampling_preset).params,
         )
 
-    def _start_turn(self, job: Optional[Job] = None, *, needs_model: bool = True) -> str:
+    def _start_turn(self) -> None:
         assert self._conversation_id is not None
         history = self._store.messages(self._conversation_id)
-        if job is None:
-            request = self.build_request(history)
-            if self._job_builder is not None:
-                job = self._job_builder(TurnContext(self._conversation_id, tuple(history), request))
-            if job is None:
-                job = chat_job(request)
+        request = self.build_request(history)
+        turn_job: Optional[TurnJob] = None
+        if self._job_builder is not None:
+            context = TurnContext(self._conversation_id, tuple(history), request, self._settings.system_prompt)
+            turn_job = self._job_builder(context)
+        if turn_job is None:
+            turn_job = TurnJob(chat_job(request))
         placeholder = self._store.add_message(self._conversation_id, "assistant", "", status="interrupted")
         view = self._transcript.add_message(placeholder)
         view.begin_streaming()
-        job_id = f"chat-{next(self._ids)}"
-        self._turn = _Turn(job_id, self._conversation_id, placeholder.id, prompt_floor=_last_prompt_tokens(history))
+        if turn_job.progress_label:
+            view.set_progress_shown_elsewhere(turn_job.progress_label)
+        handle = self._worker.submit(turn_job.job, name="chat")
+        turn = StreamingTurn(handle, self._conversation_id, placeholder.id, prompt_floor=last_prompt_tokens(history))
+        handle.started.connect(lambda: self._on_job_started(turn))
+        handle.event.connect(lambda event: self._on_job_event(turn, event))
+        handle.failed.connect(lambda message: self._on_job_failed(turn, message))
+        handle.finished.connect(lambda: self._on_job_finished(turn))
+        self._turn = turn
         self._transcript.set_busy(True)
         self._save_timer.start()
         self.generatingChanged.emit(True)
-        self._worker.submit(job_id, job, needs_model=needs_model)
-        return job_id
+        if turn_job.on_submitted is not None:
+            turn_job.on_submitted(handle)
 
     # --------------------------------------------------------------- events
     def _view(self) -> Optional[MessageView]:
@@ -315,15 +231,12 @@ class ChatController(QObject):
             return None
         return self._transcript.view_for(turn.message_id)
 
-    def _on_job_started(self, job_id: str) -> None:
-        if self._turn is None or job_id != self._turn.job_id:
-            return
-        self._turn.started_at = time.monotonic()
+    def _on_job_started(self, turn: StreamingTurn) -> None:
+        turn.started_at = time.monotonic()
 
-    def _on_job_event(self, job_id: str, event: object) -> None:
-        turn = self._turn
-        if turn is None or job_id != turn.job_id:
-            return
+    def _on_job_event(self, turn: StreamingTurn, event: object) -> None:
+        if turn is not self._turn:
+            return  # completed at its Finished event; the job's tail is not the user's concern
         view = self._view()
         if isinstance(event, (AnswerDelta, ThinkingDelta)):
             self._count_deltas(turn, delta_count(event))
@@ -357,10 +270,8 @@ class ChatController(QObject):
             self._complete_turn(turn)
         elif isinstance(event, Failed):
             turn.error = event.message
-        else:
-            self.otherEvent.emit(job_id, event)
 
-    def _count_deltas(self, turn: _Turn, count: int) -> None:
+    def _count_deltas(self, turn: StreamingTurn, count: int) -> None:
         now = time.monotonic()
         first = turn.first_delta_at is None
         if first:
@@ -368,7 +279,7 @@ class ChatController(QObject):
         turn.deltas += count
         self._emit_live_stats(turn, force=first)
 
-    def _emit_live_stats(self, turn: _Turn, *, force: bool = False) -> None:
+    def _emit_live_stats(self, turn: StreamingTurn, *, force: bool = False) -> None:
         now = time.monotonic()
         if turn.conversation_id != self._conversation_id:
             return  # the status bar speaks for the chat on screen
@@ -386,17 +297,15 @@ class ChatController(QObject):
                 stats["generation_tps"] = (turn.deltas - 1) / elapsed
         self.liveStatsChanged.emit(stats)
 
-    def _on_job_failed(self, job_id: str, message: str) -> None:
-        if self._turn is not None and job_id == self._turn.job_id:
-            self._turn.error = message
+    def _on_job_failed(self, turn: StreamingTurn, message: str) -> None:
+        if turn is self._turn:
+            turn.error = message
 
-    def _on_job_finished(self, job_id: str) -> None:
-        turn = self._turn
-        if turn is None or job_id != turn.job_id:
-            return  # already completed at its Finished event, or not ours
-        self._complete_turn(turn)
+    def _on_job_finished(self, turn: StreamingTurn) -> None:
+        if turn is self._turn:  # else already completed at its Finished event
+            self._complete_turn(turn)
 
-    def _complete_turn(self, turn: _Turn) -> None:
+    def _complete_turn(self, turn: StreamingTurn) -> None:
         if turn.thinking_started_at is not None and turn.thinking_s is None:
             turn.thinking_s = time.monotonic() - turn.thinking_started_at
         if turn.error or turn.finish_reason == "error":

@@ -1,15 +1,14 @@
 """The scrolling column of messages for one conversation.
 
-Keeps to the bottom while an answer streams, unless the user has scrolled up to read; accepts
-file drops (forwarded as ``filesDropped`` for the document feature) once a handler is attached.
+Keeps to the bottom while an answer streams, unless the user has scrolled up to read. (File
+drops are the document feature's: ``app/documents/drop.py``.)
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from app.chat.message_view import MessageView
@@ -19,43 +18,6 @@ from app.chat.store import StoredMessage
 CONTENT_MAX_WIDTH = 780
 # Within this many pixels of the bottom counts as "at the bottom" (keep following the answer).
 STICKY_BOTTOM_PX = 48
-
-
-def local_files(event: QDragEnterEvent | QDropEvent) -> list[str]:
-    mime = event.mimeData()
-    if not mime.hasUrls():
-        return []
-    return [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
-
-
-class FileDropFilter(QObject):
-    """Event filter that accepts local-file drags on a widget and emits the dropped paths."""
-
-    filesDropped = Signal(list)
-
-    def __init__(self, parent: Optional[QObject] = None) -> None:
-        super().__init__(parent)
-        self.enabled = False
-
-    def watch(self, widget: QWidget) -> None:
-        widget.setAcceptDrops(True)
-        widget.installEventFilter(self)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if not self.enabled:
-            return False
-        kind = event.type()
-        if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove):
-            if local_files(event):  # type: ignore[arg-type]
-                event.acceptProposedAction()  # type: ignore[attr-defined]
-                return True
-        elif kind == QEvent.Type.Drop:
-            paths = local_files(event)  # type: ignore[arg-type]
-            if paths:
-                event.acceptProposedAction()  # type: ignore[attr-defined]
-                self.filesDropped.emit(paths)
-                return True
-        return False
 
 
 class TranscriptView(QScrollArea):
@@ -88,8 +50,6 @@ class TranscriptView(QScrollArea):
         outer.addWidget(self._column, 1, Qt.AlignmentFlag.AlignHCenter)
         self.setWidget(content)
 
-        self.drop_filter = FileDropFilter(self)
-        self.drop_filter.watch(self.viewport())
         bar = self.verticalScrollBar()
         bar.valueChanged.connect(self._remember_position)
         bar.rangeChanged.connect(self._follow_bottom)

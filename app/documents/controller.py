@@ -9,79 +9,59 @@ The flow, all driven from the GUI thread without blocking it:
    plan in words with Start and Cancel. Nothing heavy has run yet.
 3. Start sends the composer's message (typed text = what to focus on) with the chips. The chat
    controller asks our job builder for the turn's job, which re-plans with those instructions
-   (cheap: tokens are already counted) and runs ``run_summary`` on the worker. The answer
-   streams into the chat as an ordinary assistant message; the progress panel follows the
-   parts and the prefill, with an ETA and Cancel.
+   (cheap: tokens are already counted) and runs ``run_summary`` on the worker. The builder's
+   ``TurnJob`` asks for the job's handle: from then on this controller follows its own job (the
+   progress panel: parts, prefill, ETA, Cancel) while the answer streams into the chat as an
+   ordinary assistant message.
 4. Later turns in that conversation send the document prompt again in place of the short user
    message, with the same YaRN/KV settings, so the engine's prompt cache answers them without
    reading the document again. After a restart the files are re-read on the worker instead.
 
-Hooks used on the main window (all public attributes of ``app.window.main_window.MainWindow``):
-``add_bottom_panel`` (where the panels go), ``transcript`` (a scroll area), ``composer`` (``edit``, ``attachments``, ``add_attachment``,
-``remove_attachment``, ``attachmentsChanged``, ``submit``) and ``chat`` (``set_job_builder``,
-``generatingChanged``, ``current_job_id``, ``generating``, ``stop``, ``build_request``).
+Jobs themselves are Qt-free (``mlx_backend/documents/jobs.py``); this module is the Qt side.
+Everything it uses comes through its constructor: the chat controller (``set_job_builder``,
+``generatingChanged``, ``generating``, ``stop``), the composer, the worker client, the widgets
+that accept drops and where to put the panels.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 
+from app.chat.composer import Composer
+from app.chat.controller import ChatController
+from app.chat.turns import TurnContext, TurnJob
+from app.chat.history import history_messages
+from app.chat.store import Attachment, StoredMessage
 from app.documents.drop import DocumentDropFilter
 from app.documents.widgets import PlanPanel, SummaryProgressPanel
-from app.chat.store import Attachment, StoredMessage
-from app.worker.worker import chat_job
-from mlx_backend.documents.reading import Document, DocumentBatch, DocumentFailure, read_document
-from mlx_backend.errors import DocumentError, QwenDeskError
-from mlx_backend.events import ChatMessage, ChatRequest, Failed, Finished
-from mlx_backend.documents.summary import (
-    SummaryOptions,
-    SummaryPlan,
-    SummaryRequestStarted,
-    plan_for_engine,
-    run_summary,
+from app.worker.handle import JobHandle
+from app.worker.worker import WorkerClient, chat_job
+from mlx_backend.documents.jobs import (
+    DocumentContext,
+    PlanReady,
+    RestoredContext,
+    plan_job,
+    restored_follow_up_job,
+    summary_job,
 )
-
-if TYPE_CHECKING:
-    from app.chat.controller import TurnContext
+from mlx_backend.documents.reading import Document, DocumentBatch, DocumentFailure, read_document
+from mlx_backend.documents.summary import SummaryOptions, SummaryPlan, SummaryRequestStarted
+from mlx_backend.errors import DocumentError
+from mlx_backend.events import ChatMessage, Failed, Finished
 
 log = logging.getLogger(__name__)
 
 DOCUMENT_KIND = "document"
 # How long the progress panel keeps saying "Summary ready" / "Cancelled" before it goes.
 FINISHED_PANEL_MS = 4000
-
-
-@dataclass(frozen=True)
-class PlanReady:
-    """A worker job's plan, for the plan panel (also the first event of a summary job)."""
-
-    plan: SummaryPlan
-
-
-@dataclass(frozen=True)
-class DocumentContext:
-    """What a conversation's document turn really sent, so follow-ups can send it again."""
-
-    user_message_id: int
-    user_content: str  # the document prompt that stands in for the short stored message
-    yarn_factor: Optional[float]
-    kv_bits: Optional[int]
-
-
-@dataclass(frozen=True)
-class _RestoredContext:
-    """A follow-up job rebuilt the document prompt from the files (after a restart)."""
-
-    context: DocumentContext
 
 
 def _attachment_for(document: Document) -> Attachment:
@@ -97,69 +77,10 @@ def _document_paths(message: StoredMessage) -> list[str]:
     return [a.path for a in message.attachments if a.kind == DOCUMENT_KIND and a.path]
 
 
-def plan_job(documents: tuple[Document, ...], options: SummaryOptions):
-    """Worker job: count tokens and plan; yields one ``PlanReady``."""
-
-    def job(engine: Any, cancel: threading.Event) -> Iterator[object]:
-        yield PlanReady(plan_for_engine(engine, documents, options, cancel))
-
-    return job
-
-
-def _read_all(paths: Iterable[str], known: dict[str, Document]) -> tuple[Document, ...]:
-    """The documents for ``paths``: already read ones from memory, the others from disk now."""
-    return tuple(known.get(path) or read_document(path) for path in paths)
-
-
-def summary_job(paths: list[str], known: dict[str, Document], options: SummaryOptions, conversation_id: str):
-    """Worker job for a summary turn: (re-)plan with the turn's instructions, then run it."""
-
-    def job(engine: Any, cancel: threading.Event) -> Iterator[object]:
-        documents = _read_all(paths, known)
-        plan = plan_for_engine(engine, documents, options, cancel)
-        yield PlanReady(plan)
-        yield from run_summary(engine, plan, cancel, conversation_id=conversation_id)
-
-    return job
-
-
-def _rebuilt_messages(context: "TurnContext", document_message_id: int, content: str) -> tuple[ChatMessage, ...]:
-    """The chat's messages for this turn with the document turn's real prompt put back."""
-    system = tuple(m for m in context.request.messages if m.role == "system")
-    messages: list[ChatMessage] = []
-    for message in context.history:
-        # The same filter as ChatController.build_request: failed or empty answers are not history.
-        if message.role == "assistant" and (message.status == "error" or not message.content.strip()):
-            continue
-        if message.role not in ("user", "assistant"):
-            continue
-        text = content if message.id == document_message_id else message.content
-        messages.append(ChatMessage(message.role, text))
-    return system + tuple(messages)
-
-
-def restored_follow_up_job(turn: "TurnContext", document_message: StoredMessage, options: SummaryOptions):
-    """A follow-up whose document prompt is no longer in memory: re-read the files on the worker
-    and, if the whole document fits one pass, send it again; otherwise answer from the chat
-    history (the summary itself) alone."""
-    paths = _document_paths(document_message)
-
-    def job(engine: Any, cancel: threading.Event) -> Iterator[object]:
-        request = turn.request
-        try:
-            plan = plan_for_engine(engine, _read_all(paths, {}), options, cancel)
-        except QwenDeskError as error:  # files gone or changed, too big now: answer from history
-            log.info("follow-up without its documents: %s", error)
-            plan = None
-        if plan is not None and plan.strategy == "single_pass":
-            content = plan.single_pass_request().messages[-1].content
-            context = DocumentContext(document_message.id, content, plan.yarn_factor, plan.kv_bits)
-            yield _RestoredContext(context)
-            request = replace(request, messages=_rebuilt_messages(turn, document_message.id, content),
-                              yarn_factor=plan.yarn_factor, kv_bits=plan.kv_bits)
-        yield from engine.stream(request, cancel)
-
-    return job
+def _messages_with(turn: TurnContext, document_message_id: int) -> Callable[[str], tuple[ChatMessage, ...]]:
+    """The turn's messages with the document turn's real prompt put back in its place."""
+    return lambda content: history_messages(turn.system_prompt, turn.history,
+                                            replaced={document_message_id: content})
 
 
 class _ExtractionSignals(QObject):
@@ -187,29 +108,26 @@ class _PanelHolder(QWidget):
 class DocumentController(QObject):
     """Installs document drops on the main window and drives plan -> summary -> follow-ups."""
 
-    planReady = Signal(object)  # SummaryPlan
-    summaryStarted = Signal(str)  # worker job id
     summaryFinished = Signal(str, str)  # job id, "complete" | "cancelled" | "error"
 
-    def __init__(self, window: Any, worker: Any, *, options: Optional[SummaryOptions] = None,
+    def __init__(self, chat: ChatController, composer: Composer, worker: WorkerClient, *,
+                 drop_targets: Iterable[QWidget], place_panel: Callable[[QWidget], None],
+                 system_prompt: Callable[[], str], options: Optional[SummaryOptions] = None,
                  clock: Callable[[], float] = time.monotonic, parent: Optional[QObject] = None) -> None:
-        super().__init__(parent if parent is not None else window)
-        self._window = window
+        super().__init__(parent if parent is not None else chat)
         self._worker = worker
-        self._chat = window.chat
-        self._composer = window.composer
+        self._chat = chat
+        self._composer = composer
+        self._system_prompt = system_prompt
         self._options = options or SummaryOptions()
-        self._ids = itertools.count(1)
         self._generation = 0
         self._extract_cancel: Optional[threading.Event] = None
         self._documents: dict[str, Document] = {}  # by path: read (and counted) this session
         self._our_paths: set[str] = set()  # composer chips this controller added
         self._problems: list[str] = []
-        self._plan_job_id: Optional[str] = None
+        self._plan_job: Optional[JobHandle] = None
         self._waiting_for_model = False
-        self._summary_job_id: Optional[str] = None
-        self._summary_message_id: Optional[int] = None
-        self._pending_summary_message: Optional[int] = None
+        self._summary_job: Optional[JobHandle] = None
         self._summary_outcome = "complete"
         self._contexts: dict[int, DocumentContext] = {}  # by the document turn's user message id
         self._signals = _ExtractionSignals(self)
@@ -217,7 +135,7 @@ class DocumentController(QObject):
 
         self.plan_panel = PlanPanel()
         self.progress_panel = SummaryProgressPanel(clock=clock)  # the clock times the ETA
-        self._place_panels()
+        place_panel(self._panel_holder())
         self.plan_panel.hide()
         self.progress_panel.hide()
         self.plan_panel.startRequested.connect(self.start)
@@ -233,21 +151,18 @@ class DocumentController(QObject):
         self._replan_timer.timeout.connect(self._request_plan)
 
         self.drop_filter = DocumentDropFilter(self)
-        for widget in (window.transcript, self._composer, self._composer.edit, self.plan_panel):
+        for widget in (*drop_targets, composer, composer.edit, self.plan_panel):
             self.drop_filter.install(widget)
         self.drop_filter.filesDropped.connect(self.open_files)
 
         self._chat.set_job_builder(self._build_job)
-        self._chat.generatingChanged.connect(self._on_generating)
+        self._chat.generatingChanged.connect(lambda generating: self.plan_panel.set_start_allowed(not generating))
         self._composer.attachmentsChanged.connect(self._on_attachments_changed)
-        worker.jobEvent.connect(self._on_job_event)
-        worker.jobFailed.connect(self._on_job_failed)
-        worker.jobFinished.connect(self._on_job_finished)
         worker.modelLoaded.connect(self._on_model_loaded)
 
     # ------------------------------------------------------------------ layout
-    def _place_panels(self) -> None:
-        """Between the transcript and the composer, as wide as the composer."""
+    def _panel_holder(self) -> QWidget:
+        """The panels' strip, to sit between the transcript and the composer, as wide as it."""
         holder = _PanelHolder((self.plan_panel, self.progress_panel))
         row = QHBoxLayout(holder)
         row.setContentsMargins(24, 0, 24, 8)
@@ -261,7 +176,7 @@ class DocumentController(QObject):
         row.addLayout(column, 100)
         row.addStretch(1)
         self.panel_holder = holder
-        self._window.add_bottom_panel(holder)
+        return holder
 
     # ------------------------------------------------------------------ drops
     def open_files(self, paths: list) -> None:
@@ -323,18 +238,17 @@ class DocumentController(QObject):
         return tuple(self._documents[a.path] for a in self._composer.attachments
                      if a.kind == DOCUMENT_KIND and a.path in self._documents)
 
-    def _summary_options(self, instructions: Optional[str] = None, request: Optional[ChatRequest] = None) -> SummaryOptions:
-        request = request or self._chat.build_request([])
-        system = next((m.content for m in request.messages if m.role == "system"), None)
+    def _summary_options(self, instructions: Optional[str] = None) -> SummaryOptions:
+        system = self._system_prompt().strip() or None
         return replace(self._options, instructions=instructions or self._options.instructions, system_prompt=system)
 
     def _request_plan(self) -> None:
         if self._extract_cancel is not None:
             return  # files are still being read; their arrival plans again
         documents = self.current_documents()
-        if self._plan_job_id is not None:
-            self._worker.cancel(self._plan_job_id)
-            self._plan_job_id = None
+        if self._plan_job is not None:
+            self._plan_job.cancel()
+            self._plan_job = None
         if not documents:
             self.plan_panel.hide()
             return
@@ -346,9 +260,12 @@ class DocumentController(QObject):
             self.plan_panel.set_documents(documents)
             return
         self._waiting_for_model = False
-        job_id = f"docplan-{next(self._ids)}"
-        self._plan_job_id = job_id
-        self._worker.submit(job_id, plan_job(documents, self._summary_options()))
+        job = self._worker.submit(plan_job(documents, self._summary_options()), name="docplan")
+        self._plan_job = job
+        job.event.connect(lambda event: job is self._plan_job and isinstance(event, PlanReady)
+                          and self._on_plan(event.plan))
+        job.failed.connect(lambda message: job is self._plan_job and self.plan_panel.show_error(message))
+        job.finished.connect(lambda: self._plan_job is job and self._forget_plan_job())
 
     def _on_model_loaded(self, _info: object) -> None:
         if self._waiting_for_model and self.plan_panel.isVisible():
@@ -376,9 +293,12 @@ class DocumentController(QObject):
             self._extract_cancel.set()
             self._extract_cancel = None
             self._generation += 1
-        if self._plan_job_id is not None:
-            self._worker.cancel(self._plan_job_id)
-            self._plan_job_id = None
+        if self._plan_job is not None:
+            self._plan_job.cancel()
+            self._plan_job = None
+
+    def _forget_plan_job(self) -> None:
+        self._plan_job = None
 
     def dismiss(self) -> None:
         """The plan panel's Cancel: stop reading/planning and take back the chips we added."""
@@ -397,62 +317,75 @@ class DocumentController(QObject):
         self._composer.submit()
 
     def cancel_summary(self) -> None:
-        if self._summary_job_id is not None and self._chat.current_job_id == self._summary_job_id:
+        if self._summary_job is not None:
             self.progress_panel.set_cancelling()
-            self._chat.stop()
+            self._chat.stop()  # our job is the chat's turn: the chat records it as interrupted
 
-    def _build_job(self, turn: Any) -> Optional[Any]:
+    def _build_job(self, turn: TurnContext) -> Optional[TurnJob]:
         """ChatController's job builder: summary turns and document follow-ups; else None."""
         last = turn.history[-1]
         paths = _document_paths(last)
         if paths:
-            self._pending_summary_message = last.id
-            options = self._summary_options(last.content.strip() or None, turn.request)
-            return summary_job(paths, dict(self._documents), options, turn.conversation_id)
+            options = self._summary_options(last.content.strip() or None)
+            job = summary_job(paths, dict(self._documents), options, turn.conversation_id)
+            return TurnJob(job, on_submitted=lambda handle: self._follow_summary(handle, last.id),
+                           progress_label="Summarizing\u2026")  # the panel below has the numbers
         document_message = next((m for m in reversed(turn.history[:-1])
                                  if m.role == "user" and _document_paths(m)), None)
         if document_message is None:
             return None
+        messages_with = _messages_with(turn, document_message.id)
         context = self._contexts.get(document_message.id)
         if context is None:
-            options = self._summary_options(document_message.content.strip() or None, turn.request)
-            return restored_follow_up_job(turn, document_message, options)
-        request = replace(turn.request, messages=_rebuilt_messages(turn, document_message.id, context.user_content),
+            options = self._summary_options(document_message.content.strip() or None)
+            job = restored_follow_up_job(turn.request, document_message.id, _document_paths(document_message),
+                                         options, messages_with)
+            return TurnJob(job, on_submitted=self._follow_restored)
+        request = replace(turn.request, messages=messages_with(context.user_content),
                           yarn_factor=context.yarn_factor, kv_bits=context.kv_bits)
-        return chat_job(request)
+        return TurnJob(chat_job(request))
 
-    def _on_generating(self, generating: bool) -> None:
-        self.plan_panel.set_start_allowed(not generating)
-        if generating and self._pending_summary_message is not None:
-            self._summary_job_id = self._chat.current_job_id
-            self._summary_message_id = self._pending_summary_message
-            self._pending_summary_message = None
-            self._summary_outcome = "complete"
-            view = self._chat.streaming_view
-            if view is not None:
-                view.set_progress_shown_elsewhere("Summarizing\u2026")  # the panel below has the numbers
-            self._hide_progress_timer.stop()
-            self.progress_panel.start()
-            self.progress_panel.show()
-            self.summaryStarted.emit(self._summary_job_id or "")
+    def _follow_restored(self, handle: JobHandle) -> None:
+        def on_event(event: object) -> None:
+            if isinstance(event, RestoredContext):
+                self._contexts[event.context.user_message_id] = event.context
 
-    def _on_job_event(self, job_id: str, event: object) -> None:
-        if job_id == self._plan_job_id and isinstance(event, PlanReady):
-            self._on_plan(event.plan)
-        elif job_id == self._summary_job_id:
-            self.progress_panel.feed(event)
-            if isinstance(event, PlanReady):
-                self._remember_counts(event.plan)
-            elif isinstance(event, SummaryRequestStarted) and self._summary_message_id is not None:
-                request = event.request
-                self._contexts[self._summary_message_id] = DocumentContext(
-                    self._summary_message_id, request.messages[-1].content, request.yarn_factor, request.kv_bits)
-            elif isinstance(event, Failed):
-                self._summary_outcome = "error"
-            elif isinstance(event, Finished) and event.reason in ("cancelled", "error"):
-                self._summary_outcome = "cancelled" if event.reason == "cancelled" else "error"
-        elif isinstance(event, _RestoredContext):
-            self._contexts[event.context.user_message_id] = event.context
+        handle.event.connect(on_event)
+
+    def _follow_summary(self, handle: JobHandle, user_message_id: int) -> None:
+        """From here on the summary is ours: its progress, outcome and document context."""
+        self._summary_job = handle
+        self._summary_outcome = "complete"
+        self._hide_progress_timer.stop()
+        self.progress_panel.start()
+        self.progress_panel.show()
+        handle.event.connect(lambda event: self._on_summary_event(event, user_message_id))
+        handle.failed.connect(lambda _message: self._set_outcome("error"))  # the chat shows the message
+        handle.finished.connect(lambda: self._on_summary_finished(handle))
+
+    def _set_outcome(self, outcome: str) -> None:
+        self._summary_outcome = outcome
+
+    def _on_summary_event(self, event: object, user_message_id: int) -> None:
+        self.progress_panel.feed(event)
+        if isinstance(event, PlanReady):
+            self._remember_counts(event.plan)
+        elif isinstance(event, SummaryRequestStarted):
+            request = event.request
+            self._contexts[user_message_id] = DocumentContext(
+                user_message_id, request.messages[-1].content, request.yarn_factor, request.kv_bits)
+        elif isinstance(event, Failed):
+            self._summary_outcome = "error"
+        elif isinstance(event, Finished) and event.reason in ("cancelled", "error"):
+            self._summary_outcome = "cancelled" if event.reason == "cancelled" else "error"
+
+    def _on_summary_finished(self, handle: JobHandle) -> None:
+        outcome = self._summary_outcome
+        words = {"complete": "Summary ready", "cancelled": "Cancelled", "error": "The summary failed"}
+        self.progress_panel.finish(words[outcome])
+        self._summary_job = None
+        self._hide_progress_timer.start(FINISHED_PANEL_MS)
+        self.summaryFinished.emit(handle.job_id, outcome)
 
     def _remember_counts(self, plan: SummaryPlan) -> None:
         for document in plan.documents:
@@ -463,33 +396,4 @@ class DocumentController(QObject):
         self._remember_counts(plan)
         self.plan_panel.show_plan(plan)
         self.plan_panel.set_start_allowed(not self._chat.generating)
-        self.planReady.emit(plan)
-
-    def _on_job_failed(self, job_id: str, message: str) -> None:
-        if job_id == self._plan_job_id:
-            self.plan_panel.show_error(message)
-        elif job_id == self._summary_job_id:
-            self._summary_outcome = "error"  # the chat shows the message in the answer's bubble
-
-    def _on_job_finished(self, job_id: str) -> None:
-        if job_id == self._plan_job_id:
-            self._plan_job_id = None
-            return
-        if job_id != self._summary_job_id:
-            return
-        outcome = self._summary_outcome
-        words = {"complete": "Summary ready", "cancelled": "Cancelled", "error": "The summary failed"}
-        self.progress_panel.finish(words[outcome])
-        self._summary_job_id = None
-        self._summary_message_id = None
-        self._hide_progress_timer.start(FINISHED_PANEL_MS)
-        self.summaryFinished.emit(job_id, outcome)
-
-    # ------------------------------------------------------------------ state for tests/UI
-    @property
-    def summary_job_id(self) -> Optional[str]:
-        return self._summary_job_id
-
-    def context_for(self, user_message_id: int) -> Optional[DocumentContext]:
-        return self._contexts.get(user_message_id)
 

@@ -32,13 +32,10 @@ class DocumentDropFilter(QObject):
     """Turns local-file drops on the watched widgets into ``filesDropped(paths)``."""
 
     filesDropped = Signal(list)
-    # True while a file drag hovers a watched widget (for a drop highlight), False when it leaves.
-    dragActive = Signal(bool)
 
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
         self._watched: list[QWidget] = []
-        self.enabled = True
 
     def install(self, widget: QWidget) -> None:
         """Watch ``widget`` (and its viewport, for scroll areas and text edits)."""
@@ -51,13 +48,8 @@ class DocumentDropFilter(QObject):
             target.setAcceptDrops(True)
             target.installEventFilter(self)
             self._watched.append(target)
-            # A widget deleted before the filter must not be touched again in ``uninstall``.
+            # A deleted widget leaves the list (``watched`` must not hand out dead widgets).
             target.destroyed.connect(lambda _=None, t=target: self._forget(t))
-
-    def uninstall(self) -> None:
-        for target in self._watched:
-            target.removeEventFilter(self)
-        self._watched.clear()
 
     @property
     def watched(self) -> list[QWidget]:
@@ -68,25 +60,17 @@ class DocumentDropFilter(QObject):
             self._watched.remove(target)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if not self.enabled:
-            return False
         kind = event.type()
         if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove):
             if local_file_paths(event.mimeData()):  # type: ignore[attr-defined]
                 event.acceptProposedAction()  # type: ignore[attr-defined]
-                if kind == QEvent.Type.DragEnter:
-                    self.dragActive.emit(True)
                 return True
-            return False
-        if kind == QEvent.Type.DragLeave:
-            self.dragActive.emit(False)
             return False
         if kind == QEvent.Type.Drop:
             paths = local_file_paths(event.mimeData())  # type: ignore[attr-defined]
             if not paths:
                 return False
             event.acceptProposedAction()  # type: ignore[attr-defined]
-            self.dragActive.emit(False)
             self.filesDropped.emit(paths)
             return True  # a text edit must not also paste the file's URL
         return False

@@ -8,11 +8,10 @@ thread with a progress bar and Cancel; a failed download shows why and leaves no
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -20,7 +19,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QVBoxLayout,
@@ -28,57 +26,13 @@ from PySide6.QtWidgets import (
 )
 
 from app.models.downloads import DownloadTask, Resolver, _resolve, cancel_and_wait
+from app.models.rows import GB, ModelRow, size_words
+from app.models.installed import InstalledModel, folder_size, installed_cache_models, validate_model_folder
 from app.settings import Settings
 from mlx_backend.hub.catalog import CATALOG, PLANNING_CONTEXT_TOKENS, CatalogModel, recommended_default
 from mlx_backend.errors import QwenDeskError
 
 log = logging.getLogger(__name__)
-GB = 1e9
-BADGE_WORDS = {"fits": "Fits", "tight": "Tight", "wont_fit": "Won\u2019t fit"}
-
-
-@dataclass(frozen=True)
-class InstalledModel:
-    """A model that can be loaded now: a complete HF-cache snapshot or a local folder."""
-
-    key: str  # what to load: the repo id or the folder path
-    title: str
-    path: Path
-    size_bytes: int
-    source: str  # "cache" or "folder"
-
-
-def _installed_cache_models() -> list[InstalledModel]:
-    from mlx_backend.hub.download import list_cached_models
-
-    return [
-        InstalledModel(model.repo_id, model.repo_id.split("/")[-1], model.path, model.size_bytes, "cache")
-        for model in list_cached_models()
-        if model.complete
-    ]
-
-
-def _folder_size(path: Path) -> int:
-    try:
-        return sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    except OSError:
-        return 0
-
-
-def validate_model_folder(folder: Path) -> None:
-    """Raise ModelLoadError with a plain sentence unless ``folder`` holds a Qwen3 checkpoint."""
-    from mlx_backend.errors import ModelLoadError
-    from mlx_backend.loading.loader import read_config
-
-    config = read_config(folder)
-    if config.get("model_type") not in ("qwen3", "qwen3_moe"):
-        raise ModelLoadError(
-            f"{folder} holds a {config.get('model_type') or 'unknown'} model; Qwen Desk runs Qwen3 models."
-        )
-    if not any(folder.glob("*.safetensors")):
-        raise ModelLoadError(f"{folder} has no .safetensors weights.")
-
-
 def _plan_for(config_source, budget_bytes: int):
     from mlx_backend.memory.plan import plan_memory
 
@@ -86,87 +40,6 @@ def _plan_for(config_source, budget_bytes: int):
         return plan_memory(config_source, PLANNING_CONTEXT_TOKENS, budget_bytes=budget_bytes)
     except (QwenDeskError, KeyError, ValueError, TypeError):
         return None
-
-
-class Badge(QLabel):
-    def __init__(self, plan, parent: Optional[QWidget] = None) -> None:
-        super().__init__(parent)
-        self.verdict = plan.verdict if plan is not None else None
-        if plan is None:
-            self.setText("Unknown")
-            self.setObjectName("MutedLabel")
-            self.setToolTip("The model's configuration could not be read.")
-        else:
-            self.setText(BADGE_WORDS[plan.verdict])
-            self.setObjectName(f"Badge_{plan.verdict}")
-            self.setToolTip(plan.message)
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-
-
-class ModelRow(QFrame):
-    """Title, details and badge on the left; actions (or download progress) on the right."""
-
-    def __init__(self, key: str, title: str, detail: str, plan, parent: Optional[QWidget] = None) -> None:
-        super().__init__(parent)
-        self.key = key
-        self.setObjectName("ManagerRow")
-        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.title = QLabel(title, self)
-        self.title.setObjectName("ManagerRowTitle")
-        self.detail = QLabel(detail, self)
-        self.detail.setObjectName("ManagerRowDetail")
-        self.detail.setWordWrap(True)
-        self.badge = Badge(plan, self)
-        self.tag = QLabel("", self)
-        self.tag.setObjectName("MutedLabel")
-        self.error = QLabel("", self)
-        self.error.setObjectName("ManagerError")
-        self.error.setWordWrap(True)
-        self.error.hide()
-        self.progress = QProgressBar(self)
-        self.progress.setFixedWidth(140)
-        self.progress.setTextVisible(False)
-        self.progress.hide()
-        self.progress_label = QLabel("", self)
-        self.progress_label.setObjectName("MutedLabel")
-        self.progress_label.hide()
-        self.buttons = QHBoxLayout()
-        self.buttons.setSpacing(6)
-
-        title_row = QHBoxLayout()
-        title_row.setSpacing(8)
-        title_row.addWidget(self.title)
-        title_row.addWidget(self.badge)
-        title_row.addWidget(self.tag)
-        title_row.addStretch(1)
-        text = QVBoxLayout()
-        text.setSpacing(2)
-        text.addLayout(title_row)
-        text.addWidget(self.detail)
-        text.addWidget(self.error)
-        right = QHBoxLayout()
-        right.setSpacing(8)
-        right.addWidget(self.progress_label)
-        right.addWidget(self.progress)
-        right.addLayout(self.buttons)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(16, 10, 16, 10)
-        layout.addLayout(text, 1)
-        layout.addLayout(right)
-
-    def add_button(self, text: str, slot: Callable[[], None], *, primary: bool = False) -> QPushButton:
-        button = QPushButton(text, self)
-        button.setObjectName("SecondaryButton")  # app/theme.py: flat, like the rest of the app
-        button.setAutoDefault(False)
-        if primary:
-            button.setDefault(False)
-        button.clicked.connect(lambda _checked=False: slot())  # don't pass ``checked`` to the slot
-        self.buttons.addWidget(button)
-        return button
-
-    def show_error(self, message: str) -> None:
-        self.error.setText(message)
-        self.error.setVisible(bool(message))
 
 
 class ModelManager(QDialog):
@@ -183,7 +56,7 @@ class ModelManager(QDialog):
         *,
         budget_bytes: Optional[int] = None,
         resolver: Resolver = _resolve,
-        installed_models: Callable[[], list[InstalledModel]] = _installed_cache_models,
+        installed_models: Callable[[], list[InstalledModel]] = installed_cache_models,
         confirm: bool = True,
     ) -> None:
         super().__init__(parent)
@@ -260,7 +133,7 @@ class ModelManager(QDialog):
         for folder in self._settings.local_models:
             path = Path(folder)
             if folder not in known and path.is_dir():
-                models.append(InstalledModel(folder, path.name, path, _folder_size(path), "folder"))
+                models.append(InstalledModel(folder, path.name, path, folder_size(path), "folder"))
         return models
 
     def refresh(self) -> None:
@@ -296,7 +169,7 @@ class ModelManager(QDialog):
     def _add_installed_row(self, model: InstalledModel) -> None:
         entry = _catalog_entry(model.key)
         plan = entry.plan(budget_bytes=self.budget_bytes) if entry else _plan_for(model.path, self.budget_bytes)
-        details = [_size(model.size_bytes)]
+        details = [size_words(model.size_bytes)]
         if entry:
             details.insert(0, f"{entry.parameters_label} parameters, {entry.context_length // 1024}K context")
         details.append("Hugging Face cache" if model.source == "cache" else str(model.path))
@@ -313,7 +186,7 @@ class ModelManager(QDialog):
     def _add_catalog_row(self, entry: CatalogModel) -> None:
         detail = (
             f"{entry.parameters_label} parameters, {entry.context_length // 1024}K context  \u00b7  "
-            f"{_size(entry.size_bytes)}  \u00b7  {entry.description}"
+            f"{size_words(entry.size_bytes)}  \u00b7  {entry.description}"
         )
         row = ModelRow(entry.repo_id, entry.display_name, detail, entry.plan(budget_bytes=self.budget_bytes), self._list)
         if entry.repo_id == self.recommended.repo_id:
@@ -420,7 +293,7 @@ class ModelManager(QDialog):
                 answer = QMessageBox.question(
                     self,
                     "Delete Model",
-                    f"Delete {model.title} ({_size(model.size_bytes)}) from this Mac? "
+                    f"Delete {model.title} ({size_words(model.size_bytes)}) from this Mac? "
                     "You can download it again later.",
                     QMessageBox.StandardButton.Cancel | QMessageBox.StandardButton.Yes,
                     QMessageBox.StandardButton.Cancel,
@@ -463,9 +336,3 @@ def _catalog_entry(key: str) -> Optional[CatalogModel]:
     from mlx_backend.hub.catalog import find
 
     return find(key)
-
-
-def _size(size_bytes: int) -> str:
-    if size_bytes >= GB:
-        return f"{size_bytes / GB:.1f} GB"
-    return f"{size_bytes / 1e6:.0f} MB"

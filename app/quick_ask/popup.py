@@ -5,7 +5,7 @@ question, press Return, and the answer streams in underneath as safely rendered 
 It runs on the app's shared ``WorkerClient``, so it uses the model the main window loaded
 and waits its turn behind the main window's jobs (the worker is first in, first out).
 
-``QuickAskController`` adds the thin platform layer (``app/tray.py``): the menu-bar icon that
+``QuickAskController`` (``app/quick_ask/controller.py``) adds the thin platform layer (``tray.py``): the menu-bar icon that
 toggles the popup under itself. app/gui.py creates one controller and connects
 ``open_in_main_window`` to the main window, which continues the exchange as a chat.
 
@@ -15,10 +15,8 @@ never holds up the main window's queue; what was already written stays in the po
 
 from __future__ import annotations
 
-import itertools
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QKeyEvent, QPainter, QPainterPath, QPalette, QPen
@@ -33,7 +31,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat.rendering import RenderColors, SafeTextView
-from app.quick_ask.tray import GlobalShortcut, MenuBarIcon
+from app.chat.history import history_messages
+from app.worker.handle import JobHandle
+from app.worker.protocols import JobRunner
 from app.worker.worker import chat_job
 from mlx_backend.events import (
     AnswerDelta,
@@ -52,10 +52,7 @@ CORNER_RADIUS = 12.0
 # The streaming view re-renders the whole answer; doing it at most this often keeps a fast
 # model from spending the GUI thread on Markdown layout.
 RENDER_INTERVAL_MS = 40
-# See QuickAskController.toggle.
-REOPEN_GUARD_S = 0.3
 
-_job_numbers = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -69,12 +66,8 @@ class QuickAskOptions:
     seed: Optional[int] = None
 
     def request_for(self, question: str) -> ChatRequest:
-        messages = []
-        if self.system_prompt.strip():
-            messages.append(ChatMessage("system", self.system_prompt))
-        messages.append(ChatMessage("user", question))
         return ChatRequest(
-            messages=tuple(messages),
+            messages=history_messages(self.system_prompt, ()) + (ChatMessage("user", question),),
             conversation_id=None,  # one-off question: nothing worth keeping in the prompt cache
             enable_thinking=self.enable_thinking,
             sampling=self.sampling,
@@ -93,7 +86,7 @@ class QuickAskPopup(QWidget):
 
     def __init__(
         self,
-        worker: Any,
+        worker: JobRunner,
         *,
         options: Optional[QuickAskOptions] = None,
         options_provider: Optional[Callable[[], QuickAskOptions]] = None,
@@ -108,7 +101,7 @@ class QuickAskPopup(QWidget):
         self.setFixedWidth(POPUP_WIDTH)
         self._worker = worker
         self._options_provider = options_provider or (lambda: options or QuickAskOptions())
-        self._job_id: Optional[str] = None
+        self._job: Optional[JobHandle] = None
         self._question = ""
         self._answer = ""
         self._rendered_answer: Optional[str] = None
@@ -172,10 +165,6 @@ class QuickAskPopup(QWidget):
         self._render_timer.setInterval(RENDER_INTERVAL_MS)
         self._render_timer.timeout.connect(self._render_answer)
 
-        worker.jobStarted.connect(self._on_job_started)
-        worker.jobEvent.connect(self._on_job_event)
-        worker.jobFailed.connect(self._on_job_failed)
-        worker.jobFinished.connect(self._on_job_finished)
         self._update_controls()
 
     # ------------------------------------------------------------------ state
@@ -190,7 +179,7 @@ class QuickAskPopup(QWidget):
         return self._answer
 
     def is_answering(self) -> bool:
-        return self._job_id is not None
+        return self._job is not None
 
     # ------------------------------------------------------------------ actions
     def ask_current_question(self) -> None:
@@ -198,24 +187,28 @@ class QuickAskPopup(QWidget):
         if question:
             self.ask(question)
 
-    def ask(self, question: str) -> str:
-        """Start answering ``question`` (stopping an answer still running); returns the job id."""
+    def ask(self, question: str) -> JobHandle:
+        """Start answering ``question`` (stopping an answer still running); returns its job."""
         self.stop()
         self.question_edit.setText(question)
         self._question = question
         self._answer = ""
         self._render_answer()
         request = self._options_provider().request_for(question)
-        job_id = f"quick-ask-{next(_job_numbers)}"
-        self._job_id = job_id
+        job = self._worker.submit(chat_job(request), name="quick-ask")
+        # A stopped question's job may still be winding down: only the current one speaks.
+        job.started.connect(lambda: job is self._job and self._set_status("Reading\u2026"))
+        job.event.connect(lambda event: job is self._job and self._on_job_event(event))
+        job.failed.connect(lambda message: job is self._job and self._set_status(message, error=True))
+        job.finished.connect(lambda: self._on_job_finished(job))
+        self._job = job
         self._set_status("Waiting for the model\u2026")
         self._update_controls()
-        self._worker.submit(job_id, chat_job(request))
-        return job_id
+        return job
 
     def stop(self) -> None:
-        if self._job_id is not None:
-            self._worker.cancel(self._job_id)
+        if self._job is not None:
+            self._job.cancel()
 
     def copy_answer(self) -> None:
         if self._answer:
@@ -251,13 +244,7 @@ class QuickAskPopup(QWidget):
         self.question_edit.selectAll()
 
     # ------------------------------------------------------------------ worker events
-    def _on_job_started(self, job_id: str) -> None:
-        if job_id == self._job_id:
-            self._set_status("Reading\u2026")
-
-    def _on_job_event(self, job_id: str, event: object) -> None:
-        if job_id != self._job_id:
-            return
+    def _on_job_event(self, event: object) -> None:
         if isinstance(event, AnswerDelta):
             self._answer += event.text
             self._set_status("Answering\u2026")
@@ -273,14 +260,10 @@ class QuickAskPopup(QWidget):
         elif isinstance(event, Finished):
             self._set_status(_finish_note(event))
 
-    def _on_job_failed(self, job_id: str, message: str) -> None:
-        if job_id == self._job_id:
-            self._set_status(message, error=True)
-
-    def _on_job_finished(self, job_id: str) -> None:
-        if job_id != self._job_id:
+    def _on_job_finished(self, job: JobHandle) -> None:
+        if job is not self._job:
             return
-        self._job_id = None
+        self._job = None
         self._render_timer.stop()
         self._render_answer()
         self._update_controls()
@@ -362,75 +345,3 @@ def _finish_note(event: Finished) -> str:
     if event.reason == "error":
         return "The answer broke off"
     return f"{stats.generation_tokens} tokens \u00b7 {stats.generation_tps:.0f} tok/s"
-
-
-class QuickAskController(QObject):
-    """Owns the popup and, where the desktop has one, the menu-bar icon that opens it.
-
-    app/gui.py::
-
-        quick_ask = QuickAskController(worker_client, options_provider=..., parent=window)
-        quick_ask.open_in_main_window.connect(window.start_chat_from_quick_ask)
-        quick_ask.show_main_window.connect(window.bring_to_front)
-        quick_ask.quit_requested.connect(app.quit)
-        error = quick_ask.set_global_shortcut(settings_shortcut)  # "" = off; macOS only
-    """
-
-    open_in_main_window = Signal(str, str)
-    show_main_window = Signal()
-    quit_requested = Signal()
-
-    def __init__(
-        self,
-        worker: Any,
-        *,
-        options_provider: Optional[Callable[[], QuickAskOptions]] = None,
-        use_menu_bar_icon: bool = True,
-        parent: Optional[QObject] = None,
-    ) -> None:
-        super().__init__(parent)
-        self.popup = QuickAskPopup(worker, options_provider=options_provider)
-        self.popup.open_in_main_window.connect(self.open_in_main_window)
-        self.popup.closed.connect(self._note_closed)
-        self._closed_at = float("-inf")
-        self.menu_bar_icon: Optional[MenuBarIcon] = None
-        if use_menu_bar_icon and MenuBarIcon.available():
-            self.menu_bar_icon = MenuBarIcon(self)
-            self.menu_bar_icon.clicked.connect(self.toggle)
-            self.menu_bar_icon.show_main_window.connect(self.show_main_window)
-            self.menu_bar_icon.quit_requested.connect(self.quit_requested)
-            self.menu_bar_icon.show()
-        self.global_shortcut = GlobalShortcut(self)
-        self.global_shortcut.activated.connect(self.toggle)
-
-    def set_global_shortcut(self, shortcut: str) -> str:
-        """Own ``shortcut`` (e.g. "Alt+Space") system-wide, or none for "". Returns an error or ""."""
-        if not shortcut.strip():
-            self.global_shortcut.unregister()
-            return ""
-        return "" if self.global_shortcut.register(shortcut) else self.global_shortcut.error
-
-    def has_menu_bar_icon(self) -> bool:
-        return self.menu_bar_icon is not None
-
-    def show_popup(self) -> None:
-        anchor = self.menu_bar_icon.geometry() if self.menu_bar_icon else QRect()
-        self.popup.popup_at(anchor)
-
-    def toggle(self) -> None:
-        # A click on the icon while the popup is open first closes the popup (Qt.Popup closes
-        # on any outside press), then arrives here: that click meant "close", not "reopen".
-        if self.popup.isVisible() or time.monotonic() - self._closed_at < REOPEN_GUARD_S:
-            self.popup.close()
-            return
-        self.show_popup()
-
-    def shutdown(self) -> None:
-        self.global_shortcut.unregister()
-        self.popup.close()
-        if self.menu_bar_icon is not None:
-            self.menu_bar_icon.hide()
-        self.popup.deleteLater()
-
-    def _note_closed(self) -> None:
-        self._closed_at = time.monotonic()

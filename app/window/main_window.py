@@ -5,12 +5,8 @@ conversation logic through ``ChatController``.
 
 Extension points for the document feature (DOCS):
 - ``add_bottom_panel(widget)``: a panel between the transcript and the composer.
-- ``attach_drop_handler(handler)``: ``handler(paths: list[str])`` is called for local files
-  dropped on the transcript or the composer (drops are refused until a handler is attached);
-  ``filesDropped(list)`` is the same as a signal.
 - ``composer.add_attachment(Attachment)``: a chip that is sent with the next message.
-- ``chat.send(text, attachments)``, ``chat.set_job_builder(builder)``,
-  ``chat.stream_assistant_answer(job)``: see ``ChatController``.
+- ``chat.send(text, attachments)``, ``chat.set_job_builder(builder)``: see ``ChatController``.
 """
 
 from __future__ import annotations
@@ -18,10 +14,9 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import (
     QApplication,
-    QComboBox,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -37,17 +32,18 @@ from app.chat.composer import Composer
 from app.chat.conversation_list import ConversationList
 from app.window.preferences import SAMPLING_PRESET, THEME, PreferencesDialog, ShortcutApplier
 from app.chat.rendering import RenderColors
-from app.settings import SAMPLING_PRESETS, Settings
+from app.settings import Settings
+from app.window.menus import WindowMenus
+from app.window.model_picker import ModelPicker
 from app.window.status_panel import StatusPanel, display_name
+from app.window.theme import ThemeManager
 from app.chat.store import ConversationStore
 from app.chat.transcript import TranscriptView
 from app.worker.worker import LoadProgress, WorkerClient
 
-MANAGE_MODELS = "__manage__"
 
 
 class MainWindow(QMainWindow):
-    filesDropped = Signal(list)
     # A setting changed in the Settings window (a ``app.window.preferences`` name, e.g. "menu_bar_only").
     preferencesChanged = Signal(str)
 
@@ -58,6 +54,7 @@ class MainWindow(QMainWindow):
         settings: Settings,
         *,
         model_manager_factory: Optional[Callable[["MainWindow"], object]] = None,
+        theme_manager: Optional[ThemeManager] = None,
         parent: Optional[QWidget] = None,
     ) -> None:
         super().__init__(parent)
@@ -70,12 +67,11 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self._model_manager_factory = model_manager_factory
         self._model_manager = None
-        self._drop_handlers: list[Callable[[list[str]], None]] = []
+        self._theme_manager = theme_manager
         self._preferences: Optional[PreferencesDialog] = None
-        # Set by app.gui once Quick Ask is up: what the Settings window can offer.
-        self.menu_bar_available = False
-        self.shortcuts_supported = False
-        self.shortcut_applier: Optional[ShortcutApplier] = None
+        # What the Settings window can offer: set_quick_ask_features, once Quick Ask is up.
+        self._menu_bar_available = False
+        self._shortcut_applier: Optional[ShortcutApplier] = None
 
         colors = RenderColors.from_palette(self.palette())
         self.sidebar = ConversationList(store, self)
@@ -86,7 +82,7 @@ class MainWindow(QMainWindow):
         self.chat = ChatController(store, worker, self.transcript, settings, self)
         self._build_top_bar()
         self._build_layout()
-        self._build_menus()
+        self.menus = WindowMenus(self)
         self._connect()
         self.sidebar.refresh()
         self._refresh_model_picker()
@@ -102,11 +98,9 @@ class MainWindow(QMainWindow):
         self.top_bar = QWidget(self)
         self.top_bar.setObjectName("TopBar")
         self.top_bar.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
-        self.model_picker = QComboBox(self.top_bar)
-        self.model_picker.setObjectName("ModelPicker")
-        self.model_picker.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.model_picker.setToolTip("Model (\u2318K)")
-        self.model_picker.setMinimumContentsLength(18)
+        self.model_picker = ModelPicker(
+            lambda: self.worker.loading or self.worker.model_name or self.settings.model,
+            lambda: list(self.settings.local_models), parent=self.top_bar)
         self.thinking_toggle = QPushButton("Thinking", self.top_bar)
         self.thinking_toggle.setObjectName("ThinkingToggle")
         self.thinking_toggle.setCheckable(True)
@@ -159,127 +153,6 @@ class MainWindow(QMainWindow):
         to show: a hidden panel takes no room."""
         self._pane_layout.insertWidget(self._pane_layout.count() - 1, widget)
 
-    def _action(self, text: str, slot: Callable, shortcut=None, *, tip: str = "") -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            if isinstance(shortcut, (list, tuple)):
-                action.setShortcuts([QKeySequence(s) for s in shortcut])
-            else:
-                action.setShortcut(QKeySequence(shortcut))
-        if tip:
-            action.setStatusTip(tip)
-        action.triggered.connect(slot)
-        self.addAction(action)  # shortcuts work even with the menu bar hidden (Linux, tests)
-        return action
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        std = QKeySequence.StandardKey
-
-        file_menu = bar.addMenu("&File")
-        self.new_chat_action = self._action("New Chat", self.new_chat, std.New)
-        file_menu.addAction(self.new_chat_action)
-        file_menu.addSeparator()
-        self.close_action = self._action("Close Window", self.close, std.Close)
-        file_menu.addAction(self.close_action)
-        self.settings_action = self._action("Settings\u2026", self.open_preferences, std.Preferences)
-        self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
-        file_menu.addAction(self.settings_action)
-        self.quit_action = self._action("Quit Qwen Desk", QApplication.quit, std.Quit)
-        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
-        file_menu.addAction(self.quit_action)
-
-        edit_menu = bar.addMenu("&Edit")
-        for text, key, method in (
-            ("Undo", std.Undo, "undo"),
-            ("Redo", std.Redo, "redo"),
-            (None, None, None),
-            ("Cut", std.Cut, "cut"),
-            ("Copy", std.Copy, "copy"),
-            ("Paste", std.Paste, "paste"),
-            ("Select All", std.SelectAll, "selectAll"),
-        ):
-            if text is None:
-                edit_menu.addSeparator()
-                continue
-            action = QAction(text, self)
-            action.setShortcut(QKeySequence(key))
-            # Forward to whatever text widget has focus; the widget's own shortcut wins there.
-            action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-            action.triggered.connect(lambda _=False, m=method: _call_on_focus(m))
-            edit_menu.addAction(action)
-        edit_menu.addSeparator()
-        self.copy_answer_action = self._action("Copy Last Answer", self.copy_last_answer, "Ctrl+Shift+C")
-        edit_menu.addAction(self.copy_answer_action)
-        self.find_action = self._action("Find Chat\u2026", self.sidebar.focus_search, std.Find)
-        edit_menu.addAction(self.find_action)
-        self.rename_action = self._action("Rename Chat\u2026", lambda: self.sidebar.begin_rename())
-        edit_menu.addAction(self.rename_action)
-        self.delete_action = self._action("Delete Chat\u2026", lambda: self.sidebar.delete())
-        edit_menu.addAction(self.delete_action)
-
-        view_menu = bar.addMenu("&View")
-        self.toggle_sidebar_action = self._action("Show Sidebar", self.toggle_sidebar, "Ctrl+Alt+S")
-        self.toggle_sidebar_action.setCheckable(True)
-        self.toggle_sidebar_action.setChecked(True)
-        view_menu.addAction(self.toggle_sidebar_action)
-        appearance = view_menu.addMenu("Appearance")
-        self.theme_group = QActionGroup(self)
-        for key, label in (("system", "Use System Setting"), ("light", "Light"), ("dark", "Dark")):
-            action = QAction(label, self.theme_group)
-            action.setCheckable(True)
-            action.setChecked(self.settings.theme == key)
-            action.setData(key)
-            appearance.addAction(action)
-        self.theme_group.triggered.connect(self._on_theme_chosen)
-
-        model_menu = bar.addMenu("&Model")
-        self.choose_model_action = self._action("Choose Model\u2026", self.focus_model_picker, "Ctrl+K")
-        model_menu.addAction(self.choose_model_action)
-        self.manage_models_action = self._action("Manage Models\u2026", self.open_model_manager, "Ctrl+Shift+M")
-        model_menu.addAction(self.manage_models_action)
-        model_menu.addSeparator()
-        self.thinking_action = self._action("Think Before Answering", self._on_thinking_action, "Ctrl+Shift+T")
-        self.thinking_action.setCheckable(True)
-        self.thinking_action.setChecked(self.settings.thinking_enabled)
-        model_menu.addAction(self.thinking_action)
-        sampling = model_menu.addMenu("Sampling")
-        self.sampling_group = QActionGroup(self)
-        for preset in SAMPLING_PRESETS:
-            action = QAction(preset.label, self.sampling_group)
-            action.setCheckable(True)
-            action.setChecked(self.settings.sampling_preset == preset.key)
-            action.setData(preset.key)
-            action.setStatusTip(preset.description)
-            sampling.addAction(action)
-        self.sampling_group.triggered.connect(self._on_sampling_chosen)
-        self.system_prompt_action = self._action("System Prompt\u2026", self.edit_system_prompt)
-        model_menu.addAction(self.system_prompt_action)
-        model_menu.addSeparator()
-        self.stop_action = self._action("Stop", self.stop, "Ctrl+.")
-        self.stop_action.setEnabled(False)
-        model_menu.addAction(self.stop_action)
-        self.regenerate_action = self._action("Regenerate", self.regenerate_last, std.Refresh)
-        model_menu.addAction(self.regenerate_action)
-
-        window_menu = bar.addMenu("&Window")
-        self.minimize_action = self._action("Minimize", self.showMinimized, "Ctrl+M")
-        window_menu.addAction(self.minimize_action)
-        window_menu.addAction(self._action("Zoom", self._toggle_zoom))
-        window_menu.addSeparator()
-        window_menu.addAction(self._action("Qwen Desk", self.bring_to_front))
-
-        help_menu = bar.addMenu("&Help")
-        about = self._action("About Qwen Desk", self.show_about)
-        about.setMenuRole(QAction.MenuRole.AboutRole)
-        help_menu.addAction(about)
-
-        # Esc stops too, but only while an answer streams (it must not fight dialogs or edits).
-        self.escape_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self)
-        self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
-        self.escape_shortcut.activated.connect(self.stop)
-        self.escape_shortcut.setEnabled(False)
-
     def _connect(self) -> None:
         self.composer.submitted.connect(self._on_submitted)
         self.composer.stopRequested.connect(self.stop)
@@ -294,17 +167,12 @@ class MainWindow(QMainWindow):
         self.chat.liveStatsChanged.connect(self.status_panel.show_stats)
         self.chat.turnFinished.connect(lambda *_: self.sidebar.refresh())
         self.thinking_toggle.toggled.connect(self._set_thinking)
-        self.model_picker.activated.connect(self._on_model_picked)
+        self.model_picker.modelChosen.connect(self._on_model_picked)
+        self.model_picker.manageRequested.connect(self.open_model_manager)
         self.worker.loadStarted.connect(self._on_load_started)
         self.worker.loadProgress.connect(self._on_load_progress)
         self.worker.modelLoaded.connect(self._on_model_loaded)
         self.worker.modelLoadFailed.connect(self._on_model_load_failed)
-        for drop_filter in (self.transcript.drop_filter,):
-            drop_filter.filesDropped.connect(self._on_files_dropped)
-        self.composer_drop = type(self.transcript.drop_filter)(self)
-        self.composer_drop.watch(self.composer.edit)
-        self.composer_drop.watch(self.composer.edit.viewport())
-        self.composer_drop.filesDropped.connect(self._on_files_dropped)
 
     # ------------------------------------------------------------ commands
     def new_chat(self) -> None:
@@ -329,7 +197,7 @@ class MainWindow(QMainWindow):
     def toggle_sidebar(self) -> None:
         visible = not self.sidebar.isVisible()
         self.sidebar.setVisible(visible)
-        self.toggle_sidebar_action.setChecked(visible)
+        self.menus.toggle_sidebar_action.setChecked(visible)
 
     def focus_model_picker(self) -> None:
         self.model_picker.setFocus(Qt.FocusReason.ShortcutFocusReason)
@@ -344,9 +212,9 @@ class MainWindow(QMainWindow):
             dialog = PreferencesDialog(
                 self.settings,
                 self,
-                menu_bar_available=self.menu_bar_available,
-                shortcuts_supported=self.shortcuts_supported,
-                shortcut_applier=self.shortcut_applier,
+                menu_bar_available=self._menu_bar_available,
+                shortcuts_supported=self._shortcut_applier is not None,
+                shortcut_applier=self._shortcut_applier,
             )
             dialog.settingChanged.connect(self._on_preference_changed)
             self._preferences = dialog
@@ -355,6 +223,13 @@ class MainWindow(QMainWindow):
         self._preferences.activateWindow()
         return self._preferences
 
+    def set_quick_ask_features(self, *, menu_bar_available: bool,
+                               shortcut_applier: Optional[ShortcutApplier]) -> None:
+        """What Quick Ask offers the Settings window: the menu-bar icon, a global shortcut
+        (``shortcut_applier`` None where the platform has none)."""
+        self._menu_bar_available = menu_bar_available
+        self._shortcut_applier = shortcut_applier
+
     def edit_system_prompt(self) -> None:
         self.open_preferences().focus_system_prompt()
 
@@ -362,7 +237,7 @@ class MainWindow(QMainWindow):
         if name == THEME:
             self._apply_theme_setting()
         elif name == SAMPLING_PRESET:
-            for action in self.sampling_group.actions():
+            for action in self.menus.sampling_group.actions():
                 action.setChecked(action.data() == self.settings.sampling_preset)
         self.preferencesChanged.emit(name)
 
@@ -374,7 +249,7 @@ class MainWindow(QMainWindow):
             "Conversations never leave your computer.",
         )
 
-    def _toggle_zoom(self) -> None:
+    def toggle_zoom(self) -> None:
         self.showNormal() if self.isMaximized() else self.showMaximized()
 
     def bring_to_front(self) -> None:
@@ -425,36 +300,10 @@ class MainWindow(QMainWindow):
         self._refresh_model_picker()
 
     def _refresh_model_picker(self) -> None:
-        from app.models.manager import _installed_cache_models
+        self.model_picker.refresh()
 
-        current = self.worker.loading or self.worker.model_name or self.settings.model
-        keys: list[tuple[str, str]] = []
-        try:
-            keys = [(m.key, display_name(m.key)) for m in _installed_cache_models()]
-        except Exception:  # noqa: BLE001 - an unreadable cache still leaves a usable picker
-            keys = []
-        keys += [(folder, display_name(folder)) for folder in self.settings.local_models]
-        if current and current not in [k for k, _ in keys]:
-            keys.insert(0, (current, display_name(current)))
-        self.model_picker.blockSignals(True)
-        self.model_picker.clear()
-        if not keys:
-            self.model_picker.addItem("Choose a Model", "")
-        for key, label in keys:
-            self.model_picker.addItem(label, key)
-            self.model_picker.setItemData(self.model_picker.count() - 1, key, Qt.ItemDataRole.ToolTipRole)
-        self.model_picker.insertSeparator(self.model_picker.count())
-        self.model_picker.addItem("Manage Models\u2026", MANAGE_MODELS)
-        index = self.model_picker.findData(current) if current else 0
-        self.model_picker.setCurrentIndex(max(index, 0))
-        self.model_picker.blockSignals(False)
-
-    def _on_model_picked(self, index: int) -> None:
-        key = self.model_picker.itemData(index)
-        if key == MANAGE_MODELS:
-            self._refresh_model_picker()
-            self.open_model_manager()
-        elif key and key != self.worker.model_name:
+    def _on_model_picked(self, key: str) -> None:
+        if key != self.worker.model_name:
             self.load_model(key)
 
     def _on_load_started(self, name: str) -> None:
@@ -494,14 +343,14 @@ class MainWindow(QMainWindow):
         # 2507 Instruct never thinks and 2507 Thinking always does: no switch to offer.
         hybrid = info is None or mode == "hybrid"
         self.thinking_toggle.setVisible(hybrid and info is not None)
-        self.thinking_action.setEnabled(hybrid and info is not None)
+        self.menus.thinking_action.setEnabled(hybrid and info is not None)
 
     def _set_thinking(self, on: bool) -> None:
         self.settings.thinking_enabled = on
-        self.thinking_action.setChecked(on)
+        self.menus.thinking_action.setChecked(on)
 
-    def _on_thinking_action(self) -> None:
-        self.thinking_toggle.setChecked(self.thinking_action.isChecked())
+    def follow_thinking_menu(self) -> None:
+        self.thinking_toggle.setChecked(self.menus.thinking_action.isChecked())
 
     # ---------------------------------------------------------------- chat
     def _on_submitted(self, text: str, attachments: list) -> None:
@@ -509,9 +358,9 @@ class MainWindow(QMainWindow):
 
     def _on_generating(self, generating: bool) -> None:
         self.composer.set_generating(generating)
-        self.stop_action.setEnabled(generating)
-        self.escape_shortcut.setEnabled(generating)
-        self.regenerate_action.setEnabled(not generating)
+        self.menus.stop_action.setEnabled(generating)
+        self.menus.escape_shortcut.setEnabled(generating)
+        self.menus.regenerate_action.setEnabled(not generating)
         if generating:
             self.status_panel.clear_stats()
 
@@ -535,39 +384,26 @@ class MainWindow(QMainWindow):
         conversation = self.store.conversation(conversation_id) if conversation_id else None
         self.setWindowTitle(f"{conversation.title} \u2014 Qwen Desk" if conversation else "Qwen Desk")
 
-    def _on_theme_chosen(self, action: QAction) -> None:
+    def choose_theme(self, action: QAction) -> None:
         self.settings.theme = action.data()
         self._apply_theme_setting()
         if self._preferences is not None:
             self._preferences.reload_choices()
 
-    def _on_sampling_chosen(self, action: QAction) -> None:
+    def choose_sampling(self, action: QAction) -> None:
         self.settings.sampling_preset = action.data()
         if self._preferences is not None:
             self._preferences.reload_choices()
 
     def _apply_theme_setting(self) -> None:
         theme = self.settings.theme
-        for action in self.theme_group.actions():
+        for action in self.menus.theme_group.actions():
             action.setChecked(action.data() == theme)
-        manager = getattr(QApplication.instance(), "theme_manager", None)
-        if manager is not None:
-            manager.set_theme(theme)
+        if self._theme_manager is not None:
+            self._theme_manager.set_theme(theme)
 
     def apply_theme(self, _tokens: object = None) -> None:
         self.transcript.set_colors(RenderColors.from_palette(QApplication.palette()))
-
-    # ---------------------------------------------------------------- drops
-    def attach_drop_handler(self, handler: Callable[[list[str]], None]) -> None:
-        """Accept local-file drops on the transcript and the composer; ``handler(paths)``."""
-        self._drop_handlers.append(handler)
-        self.transcript.drop_filter.enabled = True
-        self.composer_drop.enabled = True
-
-    def _on_files_dropped(self, paths: list) -> None:
-        self.filesDropped.emit(list(paths))
-        for handler in self._drop_handlers:
-            handler(list(paths))
 
     # ------------------------------------------------------------- lifecycle
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
@@ -575,10 +411,3 @@ class MainWindow(QMainWindow):
         self.settings.window_geometry = self.saveGeometry()
         self.settings.splitter_state = self.splitter.saveState()
         super().closeEvent(event)
-
-
-def _call_on_focus(method: str) -> None:
-    widget = QApplication.focusWidget()
-    target = getattr(widget, method, None)
-    if callable(target):
-        target()

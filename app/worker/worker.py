@@ -1,19 +1,17 @@
 """The inference worker: one QThread that owns the Engine and the one loaded model.
 
 The GUI thread never runs MLX. Windows talk to a ``WorkerClient`` (a GUI-thread QObject):
-``submit(job_id, job)`` queues a job, first in first out; a job is any callable
-``job(engine, cancel) -> Iterator[object]`` run on the worker thread, so a chat turn is
-``lambda engine, cancel: engine.stream(request, cancel)`` and a document summary is another.
-``cancel(job_id)`` sets the running job's ``threading.Event`` (the engine checks it between
-tokens and prefill chunks) or drops it from the queue.
+``submit(job)`` queues a job, first in first out, and returns its ``JobHandle``
+(``app/worker/handle.py``); a job is any callable ``job(engine, cancel) -> Iterable[object]``
+run on the worker thread, so a chat turn is ``chat_job(request)`` and a document summary is
+another (``mlx_backend/documents/jobs.py``). ``handle.cancel()`` sets the running job's
+``threading.Event`` (the engine checks it between tokens and prefill chunks) or drops it from
+the queue.
 
-Signals come from the worker thread and are relayed by the client through queued connections,
-so every slot a window connects runs on the GUI thread. Token deltas are batched (see
-``event_batching``) so a fast model cannot flood the GUI's event loop.
-
-Per job the client emits, in order: ``jobStarted(id)``, ``jobEvent(id, event)`` for each event
-the job yields, ``jobFailed(id, message)`` if it raised, and always ``jobFinished(id)`` last. A
-job cancelled before it started gets only ``jobFinished``.
+Each job's events reach only its own handle, relayed signal to signal through queued
+connections, so every slot runs on the GUI thread. Token deltas are batched (see
+``batching``) so a fast model cannot flood the GUI's event loop. Model loading is the worker's
+own business: its signals are connected straight to the client's.
 """
 
 from __future__ import annotations
@@ -25,17 +23,22 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from app.worker.batching import DEFAULT_INTERVAL_S, EventBatcher
+from app.worker.handle import JobHandle, JobRelay
+from app.worker.protocols import InferenceEngine, Job
+from mlx_backend.events import ChatRequest
 from mlx_backend.errors import QwenDeskError
 
 log = logging.getLogger(__name__)
 
-Job = Callable[[Any, threading.Event], Iterable[object]]
-EngineLoader = Callable[[str, Callable[..., None]], Any]
+EngineLoader = Callable[[str, Callable[..., None]], InferenceEngine]
+# Quitting waits this long for the running job to honour its cancel (the engine checks it
+# between prefill chunks and tokens, well within this).
+SHUTDOWN_TIMEOUT_MS = 1500
 NO_MODEL_MESSAGE = "No model is loaded yet. Choose one in Model \u203a Manage Models\u2026"
 
 
@@ -52,6 +55,7 @@ class _QueuedJob:
     job_id: str
     kind: Literal["job", "load"]
     run: Optional[Job] = None
+    relay: Optional[JobRelay] = None
     model: str = ""
     needs_model: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -108,16 +112,17 @@ class _JobQueue:
             return [item.job_id for item in self._items]
 
 
-def chat_job(request: Any) -> Job:
+def chat_job(request: ChatRequest) -> Job:
     """The job that streams one ``ChatRequest`` (the chat, Quick Ask and document follow-ups)."""
 
-    def job(engine: Any, cancel: threading.Event) -> Iterable[object]:
+    def job(engine: Optional[InferenceEngine], cancel: threading.Event) -> Iterator[object]:
+        assert engine is not None  # submitted with needs_model: the worker checked
         return engine.stream(request, cancel)
 
     return job
 
 
-def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> Any:
+def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> InferenceEngine:
     from mlx_backend.generation.engine import Engine  # imported on the worker thread: MLX stays off the GUI
 
     return Engine.load(path_or_repo, progress=progress)
@@ -139,10 +144,6 @@ def _release_memory() -> None:
 class Worker(QObject):
     """Runs queued jobs on its own thread. Never touch it from the GUI thread: use WorkerClient."""
 
-    started = Signal(str)
-    event = Signal(str, object)
-    failed = Signal(str, str)
-    finished = Signal(str)
     loadStarted = Signal(str)
     loadProgress = Signal(object)
     modelLoaded = Signal(object)
@@ -155,7 +156,7 @@ class Worker(QObject):
         self._queue = queue
         self._load_engine = engine_loader
         self._batch_interval = batch_interval_s
-        self._engine: Any = None
+        self._engine: Optional[InferenceEngine] = None
 
     @Slot()
     def drain(self) -> None:
@@ -171,31 +172,32 @@ class Worker(QObject):
                 self.settled.emit(item.job_id)
 
     def _run(self, item: _QueuedJob) -> None:
-        self.started.emit(item.job_id)
+        relay = item.relay
+        assert relay is not None and item.run is not None
+        relay.started.emit()
         batcher = EventBatcher(self._batch_interval)
         events: Optional[Iterator[object]] = None
         try:
             if item.needs_model and self._engine is None:
                 raise QwenDeskError(NO_MODEL_MESSAGE)
-            assert item.run is not None
             events = iter(item.run(self._engine, item.cancel))
             for event in events:
                 for ready in batcher.feed(event):
-                    self.event.emit(item.job_id, ready)
+                    relay.event.emit(ready)
             for ready in batcher.flush():
-                self.event.emit(item.job_id, ready)
+                relay.event.emit(ready)
         except Exception as error:  # noqa: BLE001 - every failure must reach the user, not kill the thread
             for ready in batcher.flush():
-                self.event.emit(item.job_id, ready)
-            self.failed.emit(item.job_id, _user_message(error))
+                relay.event.emit(ready)
+            relay.failed.emit(_user_message(error))
         finally:
             close = getattr(events, "close", None)
             try:
                 if close:
                     close()  # a generator stopped early releases its resources now
-            except Exception:  # noqa: BLE001 - the window still needs its jobFinished
+            except Exception:  # noqa: BLE001 - the window still needs its finished
                 log.exception("closing job %s failed", item.job_id)
-            self.finished.emit(item.job_id)
+            relay.finished.emit()
 
     def _load(self, item: _QueuedJob) -> None:
         self.loadStarted.emit(item.model)
@@ -222,10 +224,6 @@ class Worker(QObject):
 class WorkerClient(QObject):
     """The GUI thread's handle on the worker; all its signals fire on the GUI thread."""
 
-    jobStarted = Signal(str)
-    jobEvent = Signal(str, object)
-    jobFailed = Signal(str, str)
-    jobFinished = Signal(str)
     loadStarted = Signal(str)
     loadProgress = Signal(object)
     modelLoaded = Signal(object)
@@ -251,53 +249,55 @@ class WorkerClient(QObject):
         self._thread.finished.connect(self._worker.deleteLater)
         queued = Qt.ConnectionType.QueuedConnection
         self._wake.connect(self._worker.drain, queued)
-        self._worker.started.connect(self._on_started, queued)
-        self._worker.event.connect(self._on_event, queued)
-        self._worker.failed.connect(self._on_failed, queued)
-        self._worker.finished.connect(self._on_finished, queued)
-        self._worker.loadStarted.connect(self._on_load_started, queued)
-        self._worker.loadProgress.connect(self._on_load_progress, queued)
-        self._worker.modelLoaded.connect(self._on_model_loaded, queued)
-        self._worker.modelLoadFailed.connect(self._on_model_load_failed, queued)
+        # The client's own state first, then the same signal on to listeners (who read it).
+        self._worker.loadStarted.connect(self._note_load_started, queued)
+        self._worker.modelLoaded.connect(self._note_model_loaded, queued)
+        self._worker.modelLoadFailed.connect(self._note_load_failed, queued)
+        self._worker.loadStarted.connect(self.loadStarted, queued)
+        self._worker.loadProgress.connect(self.loadProgress, queued)
+        self._worker.modelLoaded.connect(self.modelLoaded, queued)
+        self._worker.modelLoadFailed.connect(self.modelLoadFailed, queued)
         self._worker.settled.connect(self._forget, queued)
         self._ids = itertools.count(1)
-        self._outstanding: set[str] = set()
-        self._model_info: Any = None
+        # Everything queued or running; the handles stay alive until their job settles.
+        self._outstanding: dict[str, Optional[JobHandle]] = {}
+        self._model_info: object = None
         self._model_name = ""
         self._loading = ""
         self._thread.start()
 
     # ------------------------------------------------------------------ API
-    def submit(self, job_id: str, job: Job, *, needs_model: bool = True) -> str:
-        """Queue ``job``; its events arrive as ``jobEvent(job_id, event)``."""
-        self._enqueue(_QueuedJob(job_id, "job", run=job, needs_model=needs_model))
-        return job_id
+    def submit(self, job: Job, *, needs_model: bool = True, name: str = "job") -> JobHandle:
+        """Queue ``job``; connect to the returned handle for its events."""
+        job_id = f"{name}-{next(self._ids)}"
+        handle = JobHandle(job_id, self._cancel)
+        self._enqueue(_QueuedJob(job_id, "job", run=job, relay=handle.relay, needs_model=needs_model), handle)
+        return handle
 
     def load_model(self, path_or_repo: str) -> str:
         """Queue loading a model (after the jobs already queued); replaces the current one."""
         job_id = f"load-{next(self._ids)}"
         self._loading = path_or_repo
-        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo))
+        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo), None)
         return job_id
 
-    def cancel(self, job_id: Optional[str] = None) -> bool:
-        """Stop the running job (or the given one, running or queued). True if something stopped."""
-        outcome = self._queue.cancel(job_id)
-        if outcome == "removed":
-            assert job_id is not None
-            self._forget(job_id)
-            self.jobFinished.emit(job_id)
-        return outcome is not None
+    def cancel_running(self) -> bool:
+        """Stop whatever job runs now. True if one did."""
+        return self._queue.cancel(None) is not None
 
     def cancel_all(self) -> None:
         for item in self._queue.clear():
+            handle = self._outstanding.get(item.job_id)
             self._forget(item.job_id)
-            if item.kind == "job":
-                self.jobFinished.emit(item.job_id)
-        self.cancel()
+            if handle is not None:
+                handle.finished.emit()
+        self.cancel_running()
 
-    def shutdown(self, timeout_ms: int = 30_000) -> bool:
-        """Cancel everything and stop the thread; True once it has stopped."""
+    def shutdown(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
+        """Cancel everything and stop the thread, waiting at most ``timeout_ms``.
+
+        True once it has stopped. False: the running job ignored its cancel; the caller must
+        then not let the QThread be destroyed (Qt aborts on a running one)."""
         if not self._thread.isRunning():
             return True
         self.cancel_all()
@@ -305,7 +305,7 @@ class WorkerClient(QObject):
         return self._thread.wait(timeout_ms)
 
     @property
-    def model_info(self) -> Any:
+    def model_info(self) -> object:
         """``engine.info`` of the loaded model, or None."""
         return self._model_info
 
@@ -335,10 +335,19 @@ class WorkerClient(QObject):
     def worker_thread(self) -> QThread:
         return self._thread
 
-    # -------------------------------------------------------------- relays
-    def _enqueue(self, item: _QueuedJob) -> None:
+    # ------------------------------------------------------------ internals
+    def _cancel(self, job_id: str) -> bool:
+        outcome = self._queue.cancel(job_id)
+        if outcome == "removed":
+            handle = self._outstanding.get(job_id)
+            self._forget(job_id)
+            if handle is not None:
+                handle.finished.emit()  # it never started: finished is all it gets
+        return outcome is not None
+
+    def _enqueue(self, item: _QueuedJob, handle: Optional[JobHandle]) -> None:
         was_busy = self.is_busy()
-        self._outstanding.add(item.job_id)
+        self._outstanding[item.job_id] = handle
         self._queue.put(item)
         if not was_busy:
             self.busyChanged.emit(True)
@@ -347,47 +356,24 @@ class WorkerClient(QObject):
     @Slot(str)
     def _forget(self, job_id: str) -> None:
         was_busy = self.is_busy()
-        self._outstanding.discard(job_id)
+        self._outstanding.pop(job_id, None)
         if was_busy and not self.is_busy():
             self.busyChanged.emit(False)
 
     @Slot(str)
-    def _on_started(self, job_id: str) -> None:
-        self.jobStarted.emit(job_id)
-
-    @Slot(str, object)
-    def _on_event(self, job_id: str, event: object) -> None:
-        self.jobEvent.emit(job_id, event)
-
-    @Slot(str, str)
-    def _on_failed(self, job_id: str, message: str) -> None:
-        self.jobFailed.emit(job_id, message)
-
-    @Slot(str)
-    def _on_finished(self, job_id: str) -> None:
-        self.jobFinished.emit(job_id)
-
-    @Slot(str)
-    def _on_load_started(self, model: str) -> None:
+    def _note_load_started(self, model: str) -> None:
         self._model_info = None
         self._model_name = ""
         self._loading = model
-        self.loadStarted.emit(model)
 
     @Slot(object)
-    def _on_load_progress(self, progress: LoadProgress) -> None:
-        self.loadProgress.emit(progress)
-
-    @Slot(object)
-    def _on_model_loaded(self, info: Any) -> None:
+    def _note_model_loaded(self, info: object) -> None:
         self._model_info = info
         self._model_name, self._loading = self._loading, ""
-        self.modelLoaded.emit(info)
 
     @Slot(str)
-    def _on_model_load_failed(self, message: str) -> None:
+    def _note_load_failed(self, _message: str) -> None:
         self._loading = ""
-        self.modelLoadFailed.emit(message)
 
 
 def _load_progress(*args: Any, **kwargs: Any) -> LoadProgress:
