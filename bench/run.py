@@ -20,6 +20,9 @@ It writes its checkpoint with the test suite's helpers (``tests/support``), so i
 source checkout only, not from an installed app:
 
     python bench/run.py [--quick] [--layers N] [--output table.md]     # or: make bench
+
+One file on purpose: every measurement sits beside its mlx-lm twin, so a reader can check that
+both sides get the same prompt, sampler and timing.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Screenshots of the real windows, for the README and for review.
 
+One script, one job (staging each view the README shows with a scripted fake engine), hence its
+length: each view's setup reads top to bottom next to the others.
+
     make screenshots        # or: .venv/bin/python packaging/screenshots.py [--out screenshots]
 
 Runs under Xvfb (re-executing itself through ``xvfb-run`` when there is no display), with a
