@@ -183,7 +183,7 @@ def test_unreadable_config(tmp_path):
 def test_unknown_model_type(tmp_path):
     folder = write_random_checkpoint(tmp_path)
     edit_config(folder, model_type="llama")
-    assert_load_error(folder, "'llama'", "Qwen3 models only", "qwen3, qwen3_moe")
+    assert_load_error(folder, "'llama'", "Qwen3.5", "qwen3_5_moe", "qwen3_next")
 
 
 def test_config_missing_a_required_setting(tmp_path):

@@ -56,6 +56,7 @@ from mlx_backend.generation.stats import RequestRun
 from mlx_backend.memory.device import memory_budget, reset_peak_memory, wired_limit
 from mlx_backend.memory.sizes import GB, model_nbytes
 from mlx_backend.models import current_rope_scaling, set_rope_scaling
+from mlx_backend.models.shape import ModelShape, shape_of
 from mlx_backend.models.limits import (
     DEFAULT_YARN_FACTOR,
     KV_GROUP_SIZE,
@@ -118,6 +119,7 @@ class Engine:
             self._load_info.weights_bytes if self._load_info else model_nbytes(model)
         )
         self._name = name or (self._load_info.path.name if self._load_info else "model")
+        self._shape = shape_of(model)
         self._base_rope = current_rope_scaling(model)
         self._active_rope = self._base_rope
         if cache_budget_bytes is None:
@@ -142,15 +144,16 @@ class Engine:
     # ------------------------------------------------------------------ facts
 
     @property
-    def args(self) -> Any:
-        return self.model.args
+    def shape(self) -> ModelShape:
+        """Layers, heads, vocabulary and positions of the loaded model."""
+        return self._shape
 
     @property
     def info(self) -> EngineInfo:
         quantization = self._load_info.quantization if self._load_info else None
         return EngineInfo(
             name=self._name,
-            model_type=self.args.model_type,
+            model_type=self._shape.model_type,
             context_length=self.context_length(),
             yarn_context_length=(
                 self.context_length(DEFAULT_YARN_FACTOR)
@@ -159,14 +162,14 @@ class Engine:
             ),
             thinking_mode=self.tokenizer.thinking_mode,
             weights_bytes=self._weights_bytes,
-            num_layers=len(self.model.layers),
+            num_layers=self._shape.num_layers,
             quantization_bits=quantization["bits"] if quantization else None,
             path=self._load_info.path if self._load_info else None,
         )
 
     def context_length(self, yarn_factor: Optional[float] = None) -> int:
         """Tokens the model can attend over, natively or with YaRN at ``yarn_factor``."""
-        return context_window(self.args.max_position_embeddings, self._base_rope, yarn_factor)
+        return context_window(self._shape.max_position_embeddings, self._base_rope, yarn_factor)
 
     def _default_cache_budget(self) -> int:
         # A quarter of what the weights leave free, within [256 MiB, 4 GiB]: enough for a few
@@ -201,9 +204,9 @@ class Engine:
         prompt = self._renderer.render(request.messages, add_generation_prompt=True, thinking=thinking)
         context = self.context_length(request.yarn_factor)
         self._check_fits(len(prompt), request, context)
-        if request.kv_bits is not None and not kv_quantizable(self.args.head_dim):
+        if request.kv_bits is not None and not kv_quantizable(self._shape.head_dim):
             raise RequestError(
-                f"This model's attention heads have {self.args.head_dim} values, which can't be "
+                f"This model's attention heads have {self._shape.head_dim} values, which can't be "
                 f"quantized in groups of {KV_GROUP_SIZE}: turn KV cache quantization off."
             )
         return PreparedRequest(
@@ -248,7 +251,7 @@ class Engine:
             "rope_type": "yarn",
             "factor": float(yarn_factor),
             "original_max_position_embeddings": yarn_original_context(
-                self.args.max_position_embeddings, self._base_rope
+                self._shape.max_position_embeddings, self._base_rope
             ),
         }
 
@@ -364,7 +367,7 @@ class Engine:
             mx.array(prompt[len(run.held) :]),
             self.model,
             max_tokens=prepared.max_tokens,
-            sampler=make_request_sampler(prepared.sampling, self.args.vocab_size),
+            sampler=make_request_sampler(prepared.sampling, self._shape.vocab_size),
             logits_processors=make_request_logits_processors(prepared.sampling, prompt[:-1]),
             prompt_cache=run.layers,
             kv_bits=request.kv_bits,

@@ -1,4 +1,4 @@
-"""Load a Qwen3 checkpoint folder (Hugging Face or mlx-community layout) into our MLX port.
+"""Load a Qwen checkpoint folder (Hugging Face or mlx-community layout) into an MLX model.
 
 Every way a folder can be wrong (no config, unknown architecture, pickle-only, truncated or
 missing shards, tensors that do not fit the config, a quantization config that disagrees with
@@ -12,7 +12,6 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Mapping
 
 import mlx.core as mx
@@ -22,7 +21,9 @@ from mlx_lm.utils import get_total_parameters
 
 from mlx_backend.hub.download import ProgressCallback, resolve_model_path
 from mlx_backend.errors import ModelLoadError
-from mlx_backend.models import ARCHITECTURES
+from mlx_backend.models import ARCHITECTURES, Architecture
+from mlx_backend.models.hybrid import check_layer_types, is_vision_weight
+from mlx_backend.models.shape import HYBRID_MODEL_TYPES, ModelShape, text_config
 from mlx_backend.loading.checkpoint_files import read_safetensors_header, weight_files
 
 # Quantization methods of other runtimes (AutoAWQ, GPTQ, bitsandbytes, fp8...): not MLX-packed.
@@ -90,15 +91,15 @@ def read_config(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]
     return config
 
 
-def architecture(config: dict[str, Any]) -> ModuleType:
-    """The model module for config.json's ``model_type``."""
+def architecture(config: dict[str, Any]) -> Architecture:
+    """How to build the model of config.json's ``model_type``."""
     model_type = config.get("model_type")
     if model_type not in ARCHITECTURES:
         supported = ", ".join(sorted(ARCHITECTURES))
         found = f"'{model_type}'" if model_type else "no model_type"
         raise ModelLoadError(
-            f"This model's config.json has {found}; Qwen Desk runs Qwen3 models only "
-            f"(model_type {supported})."
+            f"This model's config.json has {found}; Qwen Desk runs Qwen3, Qwen3-Next and "
+            f"Qwen3.5 / 3.6 / 3.8 models (model_type {supported})."
         )
     return ARCHITECTURES[model_type]
 
@@ -107,6 +108,8 @@ def model_args(config: dict[str, Any]) -> Any:
     """Build the architecture's ModelArgs, turning config mistakes into a ModelLoadError."""
     module = architecture(config)
     try:
+        if config.get("model_type") in HYBRID_MODEL_TYPES:
+            check_layer_types(text_config(config))
         return module.ModelArgs.from_dict(config)
     except TypeError as error:
         if "missing" in str(error):
@@ -133,21 +136,12 @@ def load_model(path: str | Path, *, lazy: bool = False) -> nn.Module:
     config = read_config(folder)
     module = architecture(config)
     args = model_args(config)
-    files = weight_files(folder)
-    for file in files:
-        read_safetensors_header(file)  # rejects truncated files before MLX touches them
-
-    weights: dict[str, mx.array] = {}
-    for file in files:
-        try:
-            weights.update(mx.load(str(file)))
-        except (RuntimeError, ValueError) as error:
-            raise ModelLoadError(
-                f"The weights file {file.name} could not be read: {error}"
-            ) from None
-
+    weights = _read_text_weights(weight_files(folder))
     model = module.Model(args)
-    weights = model.sanitize(weights)
+    try:
+        weights = model.sanitize(weights)
+    except ValueError as error:  # e.g. experts missing from a per-expert checkpoint
+        raise ModelLoadError(f"The weights in {folder} are incomplete: {error}.") from None
     quantization = quantization_settings(config)
     if quantization is not None:
         quantize_like_checkpoint(model, weights, quantization)
@@ -168,9 +162,27 @@ def load_model(path: str | Path, *, lazy: bool = False) -> nn.Module:
         weights_bytes=sum(v.nbytes for _, v in tree_flatten(model.parameters())),
         dtype=_dtype_name(dtype),
         quantization=_summary(quantization),
-        context_length=args.max_position_embeddings,
+        context_length=ModelShape.from_config(config).max_position_embeddings,
     )
     return model
+
+
+def _read_text_weights(files: list[Path]) -> dict[str, mx.array]:
+    """Every tensor of the text model. A file of vision-tower tensors only is not opened, and
+    mx.load is lazy, so the vision tensors of mixed files are dropped without being read."""
+    weights: dict[str, mx.array] = {}
+    for file in files:
+        header = read_safetensors_header(file)  # rejects truncated files before MLX touches them
+        if header.tensors and all(is_vision_weight(name) for name in header.tensors):
+            continue
+        try:
+            loaded = mx.load(str(file))
+        except (RuntimeError, ValueError) as error:
+            raise ModelLoadError(
+                f"The weights file {file.name} could not be read: {error}"
+            ) from None
+        weights.update((k, v) for k, v in loaded.items() if not is_vision_weight(k))
+    return weights
 
 
 def quantization_settings(config: dict[str, Any]) -> dict[str, Any] | None:

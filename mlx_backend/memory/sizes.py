@@ -27,6 +27,7 @@ from mlx_backend.loading.loader import (
     quantization_settings,
 )
 from mlx_backend.models.limits import KV_GROUP_SIZE
+from mlx_backend.models.shape import ModelShape
 
 GB = 1e9  # decimal gigabytes, as Hugging Face and Finder quote file sizes
 # mlx-lm's KVCache grows in steps of 256 positions; a context is allocated in whole steps.
@@ -96,8 +97,9 @@ def _quantize_as_configured(model: nn.Module, quantization: dict[str, Any]) -> N
 
 def kv_bytes_per_token(config: Mapping[str, Any], kv_bits: Optional[int] = None) -> float:
     """Bytes the KV cache needs per context position, all layers, K and V."""
-    args = model_args(dict(config))
-    values_per_token = args.num_hidden_layers * args.num_key_value_heads * args.head_dim * 2
+    shape = ModelShape.from_config(config)
+    # Only full-attention layers keep keys and values; a hybrid's linear layers keep a state.
+    values_per_token = len(shape.attention_layers) * shape.num_kv_heads * shape.head_dim * 2
     dtype_bytes = weight_dtype(config).size
     if kv_bits is None:
         return float(values_per_token * dtype_bytes)

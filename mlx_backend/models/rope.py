@@ -16,8 +16,12 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.rope_utils import initialize_rope
 
+from mlx_backend.models.shape import shape_of
+
 # Keys of a transformers-5 ``rope_parameters`` dict that are not scaling settings.
-_NON_SCALING_KEYS = frozenset({"rope_theta", "partial_rotary_factor"})
+_NON_SCALING_KEYS = frozenset(
+    {"rope_theta", "partial_rotary_factor", "mrope_section", "mrope_interleaved"}
+)
 
 
 def normalize_rope_scaling(rope_scaling: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -144,8 +148,11 @@ def make_rope(
 
 
 def _attention_layers(model: nn.Module) -> Iterable[nn.Module]:
+    """The full-attention layers' attention modules (hybrid models' linear layers have none)."""
     for layer in model.layers:
-        yield layer.self_attn
+        attention = getattr(layer, "self_attn", None)
+        if attention is not None:
+            yield attention
 
 
 def set_rope_scaling(model: nn.Module, rope_scaling: dict[str, Any] | None) -> None:
@@ -154,14 +161,14 @@ def set_rope_scaling(model: nn.Module, rope_scaling: dict[str, Any] | None) -> N
     Positions already in a KV cache were rotated with the old rope, so the caller must start
     from a fresh cache after switching.
     """
-    args = model.args
+    shape = shape_of(model)
     scaling = normalize_rope_scaling(rope_scaling)
     for attention in _attention_layers(model):
         attention.rope = make_rope(
-            attention.head_dim,
-            base=args.rope_theta,
+            shape.rotary_dims,
+            base=shape.rope_theta,
             rope_scaling=scaling,
-            max_position_embeddings=args.max_position_embeddings,
+            max_position_embeddings=shape.max_position_embeddings,
         )
         attention.rope_scaling = freeze_scaling(scaling)
 
@@ -171,7 +178,13 @@ def freeze_scaling(scaling: dict[str, Any] | None) -> MappingProxyType | None:
     return MappingProxyType(dict(scaling)) if scaling else None
 
 
+def configured_rope_scaling(model: nn.Module) -> dict[str, Any] | None:
+    """The rope scaling the model's config asks for (None: plain RoPE)."""
+    return normalize_rope_scaling(shape_of(model).rope_scaling)
+
+
 def current_rope_scaling(model: nn.Module) -> dict[str, Any] | None:
     """The rope scaling the model's attention layers run with right now (None: plain RoPE)."""
     first = next(iter(_attention_layers(model)))
-    return dict(first.rope_scaling) if first.rope_scaling else None
+    scaling = getattr(first, "rope_scaling", None)
+    return dict(scaling) if scaling else None

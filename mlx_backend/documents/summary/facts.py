@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional
 from mlx_backend.documents.summary.protocols import SummaryEngine
 from mlx_backend.models.limits import DEFAULT_YARN_FACTOR, context_window
 from mlx_backend.models.rope import normalize_rope_scaling
+from mlx_backend.models.shape import configured_rope, max_positions, text_config
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,9 @@ class ModelFacts:
         # a folder; a bare model's arguments otherwise.
         load_info = getattr(engine.model, "load_info", None)
         config = dict(load_info.config) if load_info is not None else dict(vars(engine.model.args))
-        if "max_position_embeddings" not in config:
+        if "max_position_embeddings" not in text_config(config):
             # A config may leave it out; the engine then runs with the model's default.
-            config["max_position_embeddings"] = engine.model.args.max_position_embeddings
+            config["max_position_embeddings"] = max_positions(vars(engine.model.args))
         return cls(name=info.name, config=config, thinking_mode=info.thinking_mode)
 
 
@@ -56,8 +57,8 @@ def context_limits(config: Mapping[str, Any], thinking_mode: str) -> ContextLimi
 
     YaRN is offered per request only to hybrid Qwen3, the family Qwen publishes the recipe for,
     and only where the config doesn't switch it on already."""
-    positions = int(config["max_position_embeddings"])
-    scaling = normalize_rope_scaling(config.get("rope_scaling") or config.get("rope_parameters"))
+    positions = max_positions(config)
+    scaling = normalize_rope_scaling(configured_rope(config))
     native = context_window(positions, scaling)
     if scaling and scaling["rope_type"] == "yarn" and scaling.get("factor"):
         return ContextLimits(native=native, with_yarn=None, yarn_in_config=True)

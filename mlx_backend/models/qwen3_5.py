@@ -1,0 +1,41 @@
+"""Qwen3.5 / 3.6 / 3.8 text decoders (``qwen3_5`` dense, ``qwen3_5_moe``): mlx-lm's models.
+
+Three Gated DeltaNet layers for every full-attention layer, partial rotary (mRoPE, which for
+text alone is plain RoPE on the first quarter of each head). The checkpoints are multimodal
+(``...ForConditionalGeneration``: ``model.language_model.*`` beside ``model.visual.*``); the text
+model is built and the vision tower skipped. See ``hybrid.py`` for what is added to mlx-lm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.models import qwen3_5 as mlx_qwen3_5
+from mlx_lm.models import qwen3_5_moe as mlx_qwen3_5_moe
+
+from mlx_backend.models.hybrid import (
+    fuse_per_expert_weights,
+    install_rope,
+    is_vision_weight,
+    make_hybrid_cache,
+)
+
+ModelArgs = mlx_qwen3_5.ModelArgs
+
+
+class Model(mlx_qwen3_5.Model):
+    def __init__(self, args: ModelArgs):
+        super().__init__(args)
+        install_rope(self)
+
+    def make_cache(self) -> list[Any]:
+        return make_hybrid_cache(self.layers)
+
+    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        weights = {k: v for k, v in weights.items() if not is_vision_weight(k)}
+        return super().sanitize(fuse_per_expert_weights(weights))
+
+
+class MoeModel(Model, mlx_qwen3_5_moe.Model):
+    """The MoE variant: mlx-lm's MoE sanitize (fused experts -> SwitchGLU) after ours."""

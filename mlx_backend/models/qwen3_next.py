@@ -1,0 +1,41 @@
+"""Qwen3-Next (``qwen3_next``, e.g. Qwen3-Next-80B-A3B): mlx-lm's model.
+
+The hybrid layout of Qwen3.5 with the Qwen3 vocabulary and a sparse MoE in every layer. mlx-lm
+reads the per-expert layout; a fused checkpoint is split into it first (see ``hybrid.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.models import qwen3_next as mlx_qwen3_next
+
+from mlx_backend.models.hybrid import (
+    install_rope,
+    make_hybrid_cache,
+    split_fused_expert_weights,
+)
+
+class ModelArgs(mlx_qwen3_next.ModelArgs):
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> "ModelArgs":
+        # transformers >= 5 writes rope_theta and partial_rotary_factor inside rope_parameters.
+        rope = params.get("rope_parameters") or {}
+        lifted = {k: rope[k] for k in ("rope_theta", "partial_rotary_factor") if k in rope}
+        params = {**lifted, **{k: v for k, v in params.items() if v is not None}}
+        if rope and not params.get("rope_scaling"):
+            params["rope_scaling"] = rope
+        return super().from_dict(params)
+
+
+class Model(mlx_qwen3_next.Model):
+    def __init__(self, args: ModelArgs):
+        super().__init__(args)
+        install_rope(self)
+
+    def make_cache(self) -> list[Any]:
+        return make_hybrid_cache(self.layers)
+
+    def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
+        return super().sanitize(split_fused_expert_weights(weights))
