@@ -46,6 +46,12 @@ class ChatRequest:
     kv_bits: Optional[int] = None
     # Long documents: extend a hybrid model's context with YaRN for this request.
     yarn_factor: Optional[float] = None
+    # Templates that take it (Qwen3.8: "xhigh", "medium", "low"); None: the template's default.
+    # EngineInfo.reasoning_efforts lists what the loaded model accepts.
+    reasoning_effort: Optional[str] = None
+    # Keep earlier turns' reasoning in the prompt (Qwen3.6's preserve_thinking); None: the
+    # template's default. Only for templates that offer it (EngineInfo.can_preserve_thinking).
+    preserve_thinking: Optional[bool] = None
 
 
 @dataclass(frozen=True)

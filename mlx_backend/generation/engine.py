@@ -86,6 +86,10 @@ class EngineInfo:
     num_layers: int
     quantization_bits: Optional[int]
     path: Optional[Path] = None
+    # Reasoning-effort levels the chat template takes (empty: it takes none), default first.
+    reasoning_efforts: tuple[str, ...] = ()
+    # Does the template offer to keep earlier turns' reasoning (preserve_thinking)?
+    can_preserve_thinking: bool = False
 
     @property
     def weights_gb(self) -> float:

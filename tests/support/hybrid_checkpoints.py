@@ -1,0 +1,141 @@
+"""Random-weight Qwen3.5 / 3.6 / 3.8 and Qwen3-Next checkpoints, written by transformers itself.
+
+The folders are what a release holds: transformers' own ``save_pretrained`` output (the full
+multimodal ``...ForConditionalGeneration`` with its vision tower for Qwen3.5, one tensor per
+expert for the MoE), the real 248K tokenizer files of the shared fixtures with the chosen
+release's chat template, and its generation_config. Weights are fp32 and every parameter,
+norms included, is random, so a mistake anywhere (a missed ``1 + weight`` norm, a mis-ordered
+expert) shows in the logits.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from tests.support.paths import SHARED_FIXTURES
+from tests.support.tokenizers import write_qwen3_tokenizer
+
+HybridKind = Literal["dense", "moe", "next"]
+Release = Literal["qwen3.5", "qwen3.6", "qwen3.8"]
+
+FAMILY = SHARED_FIXTURES / "qwen3.5-family"
+TOKENIZER_248K = FAMILY / "tokenizer-248k"
+# Where each release's chat template lives in the fixtures.
+TEMPLATES: dict[str, Path] = {
+    "qwen3.5": FAMILY / "Qwen3.5-4B" / "chat_template.jinja",
+    "qwen3.6": FAMILY / "Qwen3.6-27B" / "chat_template.jinja",
+    "qwen3.8": FAMILY / "Qwen3.8-27B" / "chat_template.jinja",
+}
+VOCAB_248K = 248320  # the padded embedding size of every Qwen3.5-family release
+EOS_248K = [248046, 248044]  # <|im_end|>, <|endoftext|> (generation_config of Qwen3.8)
+
+# Small but complete: 4 layers = 3 Gated DeltaNet + 1 full attention, partial rotary 0.25.
+TINY_TEXT: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "linear_num_value_heads": 4,
+    "linear_num_key_heads": 2,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
+    "linear_conv_kernel_dim": 4,
+    "full_attention_interval": 4,
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-6,
+}
+TINY_EXPERTS: dict[str, Any] = {
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 32,
+}
+TINY_VISION: dict[str, Any] = {
+    "depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2,
+    "out_hidden_size": 64, "patch_size": 4,
+}
+
+
+def hybrid_fixtures_available() -> bool:
+    return (TOKENIZER_248K / "vocab.json").is_file() and all(p.is_file() for p in TEMPLATES.values())
+
+
+def write_hybrid_checkpoint(
+    dst: str | Path,
+    kind: HybridKind = "dense",
+    *,
+    release: Release = "qwen3.5",
+    tokenizer: bool = True,
+    tie_word_embeddings: bool = False,
+    seed: int = 0,
+    **text_overrides: Any,
+) -> Path:
+    """Write a random checkpoint of ``kind`` (Qwen3.5 dense, Qwen3.5 MoE or Qwen3-Next).
+
+    ``tokenizer`` copies the real tokenizer: the 248K one with ``release``'s template for
+    Qwen3.5-family kinds, Qwen3's for Qwen3-Next. Without it the vocabulary defaults to 512
+    ids (fast for pure logit checks). ``text_overrides`` change the decoder's settings.
+    """
+    import torch  # the test extra: only tests that write checkpoints need it
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    vocab = VOCAB_248K if tokenizer and kind != "next" else 512
+    if tokenizer and kind == "next":
+        vocab = 151936
+    text = {**TINY_TEXT, "vocab_size": vocab, "tie_word_embeddings": tie_word_embeddings}
+    if kind in ("moe", "next"):
+        text.update(TINY_EXPERTS)
+    text.update(text_overrides)
+
+    torch.manual_seed(seed)
+    model = _build(kind, text, tie_word_embeddings)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            # Norm weights start at zero (or one) in transformers; random ones test the offsets.
+            scale = 0.2 if parameter.ndim == 1 else 0.08
+            parameter.normal_(0.0, scale)
+            if name.endswith("A_log"):
+                parameter.uniform_(-1.0, 1.0)
+    model.save_pretrained(dst)
+
+    if tokenizer and kind == "next":
+        write_qwen3_tokenizer(dst, "hybrid")
+    elif tokenizer:
+        write_248k_tokenizer(dst, release)
+    return dst
+
+
+def write_248k_tokenizer(dst: str | Path, release: Release = "qwen3.5") -> None:
+    """The 248K vocabulary, Qwen3.8's tokenizer_config with ``release``'s template, and the
+    eos list of generation_config."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(TOKENIZER_248K / "vocab.json", dst / "vocab.json")
+    shutil.copyfile(TOKENIZER_248K / "merges.txt", dst / "merges.txt")
+    config = json.loads((FAMILY / "Qwen3.8-27B" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["chat_template"] = TEMPLATES[release].read_text(encoding="utf-8")
+    (dst / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    generation_path = dst / "generation_config.json"
+    generation = json.loads(generation_path.read_text()) if generation_path.is_file() else {}
+    generation["eos_token_id"] = list(EOS_248K)
+    generation_path.write_text(json.dumps(generation, indent=2))
+
+
+def _build(kind: HybridKind, text: dict[str, Any], tie: bool):
+    import torch
+    import transformers as T
+
+    if kind == "next":
+        config = T.Qwen3NextConfig(**text)
+        return T.Qwen3NextForCausalLM(config).to(torch.float32)
+    if kind == "moe":
+        config = T.Qwen3_5MoeConfig(text_config=text, vision_config=TINY_VISION, tie_word_embeddings=tie)
+        return T.Qwen3_5MoeForConditionalGeneration(config).to(torch.float32)
+    config = T.Qwen3_5Config(text_config=text, vision_config=TINY_VISION, tie_word_embeddings=tie)
+    return T.Qwen3_5ForConditionalGeneration(config).to(torch.float32)
