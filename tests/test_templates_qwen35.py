@@ -291,7 +291,10 @@ def test_preserve_thinking_false_on_qwen35_is_its_own_behaviour(ours, reference)
 
 def test_reasoning_effort_reaches_the_template(ours):
     tokenizer = ours["qwen3.8"]
-    texts = {effort: tokenizer.apply_chat_template(SINGLE, tokenize=False, reasoning_effort=effort) for effort in ("xhigh", "medium", "low")}
+    texts = {
+        effort: tokenizer.apply_chat_template(SINGLE, tokenize=False, reasoning_effort=effort)
+        for effort in ("xhigh", "medium", "low")
+    }
     assert "Reasoning effort is set to low" in texts["low"]
     assert "Reasoning effort is set to xhigh" in texts["xhigh"]
     assert len(set(texts.values())) == 3
@@ -299,9 +302,13 @@ def test_reasoning_effort_reaches_the_template(ours):
 
 def test_tool_calls_render_as_xml(ours):
     text = ours["qwen3.6"].apply_chat_template(TOOL_FLOW, tools=TOOLS, tokenize=False)
-    assert "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>" in text
+    assert (
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n"
+        "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"
+    ) in text
     assert '<parameter=tags>\n["a", 1]\n</parameter>' in text
-    assert "<|im_start|>user\n<tool_response>\n" in text and "Jazz festival on Saturday.\n</tool_response><|im_end|>" in text
+    assert "<|im_start|>user\n<tool_response>\n" in text
+    assert "Jazz festival on Saturday.\n</tool_response><|im_end|>" in text
 
 
 # ------------------------------------------------------------------ history for the prompt cache
@@ -349,7 +356,8 @@ def test_history_tokens_are_the_head_of_the_next_prompt(ours, release, thinking,
         history = renderer.history_tokens(prepared, reply)
         assert history is not None
 
-        follow_up = replace(request, messages=(*messages, ChatMessage("assistant", reply), ChatMessage("user", "Next?")))
+        next_messages = (*messages, ChatMessage("assistant", reply), ChatMessage("user", "Next?"))
+        follow_up = replace(request, messages=next_messages)
         next_prompt = renderer.prompt(follow_up, thinking)
         assert next_prompt[: len(history)] == history
         assert tokenizer.decode(next_prompt[len(history) :]).startswith("<|im_start|>user\nNext?<|im_end|>")

@@ -148,7 +148,9 @@ class ChatTemplate:
             variables["enable_thinking"] = bool(enable_thinking)
         if reasoning_effort is not None:
             if not self.reasoning_efforts:
-                raise RequestError("This model's chat template has no reasoning-effort setting; leave it at the default.")
+                raise RequestError(
+                    "This model's chat template has no reasoning-effort setting; leave it at the default."
+                )
             if reasoning_effort not in self.reasoning_efforts:
                 raise RequestError(
                     f"This model takes the reasoning effort {', '.join(self.reasoning_efforts)} "
