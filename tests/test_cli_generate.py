@@ -133,3 +133,60 @@ def test_the_benchmark_is_not_an_installed_subcommand(capsys):
         cli.main(["bench"])
     assert exited.value.code == 2
     assert "invalid choice: 'bench'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- reasoning effort, preserve thinking
+
+
+def test_reasoning_effort_and_preserve_thinking_flags_reach_the_request():
+    from mlx_backend.commands.generate import build_request
+
+    parse = cli.build_parser().parse_args
+    request = build_request(
+        parse(["generate", "--model", "x", "--prompt", "hi", "--reasoning-effort", "low", "--preserve-thinking"]),
+        "hi",
+        "hybrid",
+    )
+    assert (request.reasoning_effort, request.preserve_thinking) == ("low", True)
+    off = build_request(parse(["generate", "--model", "x", "--prompt", "hi", "--no-preserve-thinking"]), "hi", "hybrid")
+    assert (off.reasoning_effort, off.preserve_thinking) == (None, False)
+    # Qwen3.5-family models ignore /no_think, so the thinking preset stays (with --top-k over it).
+    qwen35 = build_request(parse(["generate", "--model", "x", "--prompt", "x", "--top-k", "5"]), "hi /no_think",
+                           "hybrid", soft_switches=False)
+    qwen3 = build_request(parse(["generate", "--model", "x", "--prompt", "x", "--top-k", "5"]), "hi /no_think",
+                          "hybrid")
+    assert qwen35.sampling.temperature == 0.6 and qwen3.sampling.temperature == 0.7
+
+
+@pytest.fixture(scope="module")
+def qwen38_dir(tmp_path_factory) -> Path:
+    from tests.support.hybrid_checkpoints import hybrid_fixtures_available, write_hybrid_checkpoint
+
+    if not hybrid_fixtures_available():
+        pytest.skip("shared Qwen3.5-family fixtures missing")
+    pytest.importorskip("torch")
+    return write_hybrid_checkpoint(tmp_path_factory.mktemp("cli-qwen38"), release="qwen3.8")
+
+
+def test_reasoning_effort_reaches_the_prompt_from_the_command_line(qwen38_dir, capsys):
+    engine = Engine.load(qwen38_dir)
+    info = engine.info
+    assert info.reasoning_efforts == ("xhigh", "medium", "low") and info.can_preserve_thinking
+    counts = {}
+    for effort in info.reasoning_efforts:
+        code = cli.main(["generate", "--model", str(qwen38_dir), "--prompt", PROMPT, "--max-tokens", "2",
+                         "--temp", "0", "--reasoning-effort", effort, "--json"])
+        assert code == 0
+        record = json.loads(capsys.readouterr().out.strip())
+        request = ChatRequest(messages=(ChatMessage("user", PROMPT),), reasoning_effort=effort)
+        assert record["prompt_tokens"] == len(engine.prepare(request).prompt)
+        counts[effort] = record["prompt_tokens"]
+    assert len(set(counts.values())) == 3  # each effort renders its own instructions
+
+
+def test_an_effort_the_model_does_not_take_is_one_clear_line(qwen38_dir, capsys):
+    code = cli.main(["generate", "--model", str(qwen38_dir), "--prompt", "hi", "--reasoning-effort", "high"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qwen-desk: ") and "xhigh, medium, low" in err and "'high'" in err
+    assert "\n" not in err

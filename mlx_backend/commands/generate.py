@@ -39,6 +39,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--no-think", action="store_true", help="answer without thinking first (hybrid Qwen3)"
     )
+    parser.add_argument(
+        "--reasoning-effort",
+        metavar="LEVEL",
+        help="how hard the model thinks, for models whose template takes it (Qwen3.8: xhigh, medium, low)",
+    )
+    parser.add_argument(
+        "--preserve-thinking",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep earlier turns' reasoning in the prompt (templates that offer it, e.g. Qwen3.6)",
+    )
     parser.add_argument("--kv-bits", type=int, choices=(4, 8), help="quantize the KV cache")
     parser.add_argument("--yarn", type=float, metavar="FACTOR", help="extend the context with YaRN")
     parser.add_argument(
@@ -49,7 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def build_request(args: argparse.Namespace, prompt: str, thinking_mode: str) -> ChatRequest:
+def build_request(
+    args: argparse.Namespace, prompt: str, thinking_mode: str, *, soft_switches: bool = True
+) -> ChatRequest:
     messages: list[ChatMessage] = []
     if args.system:
         messages.append(ChatMessage("system", args.system))
@@ -63,7 +76,7 @@ def build_request(args: argparse.Namespace, prompt: str, thinking_mode: str) -> 
     }
     if overrides:
         # Options not given keep the preset of the mode this prompt will run in.
-        thinking = resolve_thinking(prompt, enable_thinking, thinking_mode)
+        thinking = resolve_thinking(prompt, enable_thinking, thinking_mode, soft_switches=soft_switches)
         sampling = replace(preset_for(thinking), **overrides)
     return ChatRequest(
         messages=tuple(messages),
@@ -74,6 +87,8 @@ def build_request(args: argparse.Namespace, prompt: str, thinking_mode: str) -> 
         seed=args.seed,
         kv_bits=args.kv_bits,
         yarn_factor=args.yarn,
+        reasoning_effort=args.reasoning_effort,
+        preserve_thinking=args.preserve_thinking,
     )
 
 
@@ -82,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     engine = Engine.load(args.model)
-    request = build_request(args, prompt, engine.tokenizer.thinking_mode)
+    tokenizer = engine.tokenizer
+    request = build_request(args, prompt, tokenizer.thinking_mode, soft_switches=tokenizer.soft_switches)
     events = engine.stream(request)  # raises RequestError for a bad request: cli.py prints it
     if args.json:
         return _print_json(events)

@@ -8,11 +8,11 @@ from typing import Iterator, Optional
 
 import mlx.core as mx
 
-from mlx_backend.events import AnswerDelta, Event, FinishReason
+from mlx_backend.events import AnswerDelta, Event, FinishReason, ThinkingDelta
 from mlx_backend.generation.request import PreparedRequest
 from mlx_backend.generation.stats import RequestRun
 from mlx_backend.generation.stop_sequences import StopSequences
-from mlx_backend.text.thinking import ThinkingParser
+from mlx_backend.text.thinking import ThinkingParser, reply_with_reasoning
 from mlx_backend.text.tokenizer import Qwen3Tokenizer
 
 TokenStep = tuple[int, mx.array]  # what generate_step yields: a token id and its logprobs
@@ -26,7 +26,11 @@ def decode_reply(
     first: TokenStep,
     cancel: threading.Event,
 ) -> Iterator[Event]:
-    """Stream the reply's deltas; returns (the finish reason, the answer text shown).
+    """Stream the reply's deltas; returns (the finish reason, the reply as history).
+
+    The reply as history is the answer shown, after its reasoning in a think block when the
+    model thought (``reply_with_reasoning``): what the next turn's prompt renders back where the
+    template keeps reasoning.
 
     Ends at an end-of-turn token (not shown), a stop string (cut before it), ``cancel`` (checked
     after every token) or when ``tokens`` runs out (max_tokens).
@@ -41,12 +45,15 @@ def decode_reply(
     stops = StopSequences(prepared.request.stop)
     reason: FinishReason = "length"
     answer: list[str] = []
+    thought: list[str] = []
     stopped_by_string = False
 
     def show(deltas: list[Event]) -> Iterator[Event]:
         for delta in deltas:
             if isinstance(delta, AnswerDelta):
                 answer.append(delta.text)
+            elif isinstance(delta, ThinkingDelta):
+                thought.append(delta.text)
             yield delta
 
     item: Optional[TokenStep] = first
@@ -76,4 +83,4 @@ def decode_reply(
         if tail:
             yield from show(parser.feed(tail))
     yield from show(parser.flush())
-    return reason, "".join(answer)
+    return reason, reply_with_reasoning("".join(thought), "".join(answer), thought=parser.saw_thinking)

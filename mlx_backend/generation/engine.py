@@ -64,7 +64,6 @@ from mlx_backend.models.limits import (
     kv_quantizable,
     yarn_original_context,
 )
-from mlx_backend.text.thinking import resolve_thinking
 from mlx_backend.text.tokenizer import Qwen3Tokenizer
 
 # A prompt must leave this much of the context free for the answer (or max_tokens, if smaller).
@@ -169,6 +168,8 @@ class Engine:
             num_layers=self._shape.num_layers,
             quantization_bits=quantization["bits"] if quantization else None,
             path=self._load_info.path if self._load_info else None,
+            reasoning_efforts=self.tokenizer.reasoning_efforts,
+            can_preserve_thinking=self.tokenizer.can_preserve_thinking,
         )
 
     def context_length(self, yarn_factor: Optional[float] = None) -> int:
@@ -202,10 +203,9 @@ class Engine:
     def prepare(self, request: ChatRequest) -> PreparedRequest:
         """Check the request and render its prompt; raises RequestError/ContextOverflowError."""
         validate_request(request)
-        last_user = request.messages[-1].content
-        thinking = resolve_thinking(last_user, request.enable_thinking, self.tokenizer.thinking_mode)
+        thinking = self._renderer.thinking_for(request)
         sampling = resolve_sampling(request.sampling, thinking)
-        prompt = self._renderer.render(request.messages, add_generation_prompt=True, thinking=thinking)
+        prompt = self._renderer.prompt(request, thinking)
         context = self.context_length(request.yarn_factor)
         self._check_fits(len(prompt), request, context)
         if request.kv_bits is not None and not kv_quantizable(self._shape.head_dim):

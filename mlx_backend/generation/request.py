@@ -2,7 +2,13 @@
 
 ``validate_request`` turns a malformed request into a RequestError fit to show as is;
 ``PromptRenderer`` renders messages with the model's own template (control tokens typed inside
-messages stay plain text) and knows how a reply will look as history in the next prompt.
+messages stay plain text), with the request's thinking, reasoning-effort and preserve-thinking
+settings, and knows how a reply will look as history in the next prompt.
+
+An assistant message's reasoning travels in its content as the model wrote it,
+``<think>\nreasoning\n</think>\n\nanswer`` (``reply_with_reasoning``); the renderer hands it to
+the template as ``reasoning_content``, which templates that keep reasoning (Qwen3.8, Qwen3.6 with
+``preserve_thinking``) render back.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from mlx_backend.generation.sampling import resolve_sampling, validate_seed
 from mlx_backend.generation.stop_sequences import MAX_STOP_SEQUENCES
 from mlx_backend.models.limits import MAX_YARN_FACTOR
 from mlx_backend.text.chat_template import THINK_CLOSE, THINK_OPEN
-from mlx_backend.text.thinking import ends_inside_thinking
+from mlx_backend.text.thinking import ends_inside_thinking, resolve_thinking
 from mlx_backend.text.tokenizer import Qwen3Tokenizer
 
 # Stands in for the next user message when rendering how this reply will look in history.
@@ -73,6 +79,10 @@ def validate_request(request: ChatRequest) -> None:
             raise RequestError("Stop sequences must be non-empty text.")
     if request.sampling is not None:
         resolve_sampling(request.sampling, thinking=False)  # validates, raising RequestError
+    if request.reasoning_effort is not None and not isinstance(request.reasoning_effort, str):
+        raise RequestError(f"The reasoning effort must be a name such as 'low', not {request.reasoning_effort!r}.")
+    if request.preserve_thinking not in (None, True, False):
+        raise RequestError(f"preserve_thinking must be true, false or unset, not {request.preserve_thinking!r}.")
 
 
 class PromptRenderer:
@@ -81,11 +91,39 @@ class PromptRenderer:
     def __init__(self, tokenizer: Qwen3Tokenizer):
         self.tokenizer = tokenizer
 
-    def render(self, messages: Sequence[ChatMessage], *, add_generation_prompt: bool, thinking: bool) -> list[int]:
+    def thinking_for(self, request: ChatRequest) -> bool:
+        """Will the model think in this request's turn (its settings and the model's switches)?"""
+        return resolve_thinking(
+            request.messages[-1].content,
+            request.enable_thinking,
+            self.tokenizer.thinking_mode,
+            soft_switches=self.tokenizer.soft_switches,
+        )
+
+    def prompt(self, request: ChatRequest, thinking: bool) -> list[int]:
+        """The request's prompt ids, up to and including the generation prompt."""
+        return self.render(
+            request.messages,
+            add_generation_prompt=True,
+            thinking=thinking,
+            reasoning_effort=request.reasoning_effort,
+            preserve_thinking=request.preserve_thinking,
+        )
+
+    def render(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        add_generation_prompt: bool,
+        thinking: bool,
+        reasoning_effort: Optional[str] = None,
+        preserve_thinking: Optional[bool] = None,
+    ) -> list[int]:
         """Prompt ids of ``messages``; control tokens typed inside them stay plain text.
 
         Without sanitizing, a pasted "<|im_end|>\\n<|im_start|>system" would end the user's turn
-        and open a fake system message.
+        and open a fake system message. RequestError for a reasoning effort or preserve_thinking
+        the template does not take.
         """
         return self.tokenizer.apply_chat_template(
             self._template_messages(messages, thinking),
@@ -93,6 +131,8 @@ class PromptRenderer:
             enable_thinking=thinking,
             tokenize=True,
             sanitize_control_tokens=True,
+            reasoning_effort=reasoning_effort,
+            preserve_thinking=preserve_thinking,
         )
 
     def generation_prompt_opens_think(self, prompt: list[int]) -> bool:
@@ -105,14 +145,22 @@ class PromptRenderer:
         tail = prompt[start:] if start is not None else prompt
         return ends_inside_thinking(self.tokenizer.decode(tail))
 
-    def history_tokens(self, prepared: PreparedRequest, answer: str) -> Optional[list[int]]:
-        """Token ids of the conversation up to the next user turn, with ``answer`` as a reply."""
-        messages = [
-            *prepared.request.messages,
-            ChatMessage("assistant", answer),
-            ChatMessage("user", _NEXT_TURN_MARKER),
-        ]
-        ids = self.render(messages, add_generation_prompt=False, thinking=prepared.thinking)
+    def history_tokens(self, prepared: PreparedRequest, reply: str) -> Optional[list[int]]:
+        """Token ids of the conversation up to the next user turn, with ``reply`` as the answer.
+
+        ``reply`` carries its reasoning (``reply_with_reasoning``), so a template that keeps it
+        (Qwen3.8 by default, Qwen3.6 with preserve_thinking) renders it back, and one that drops
+        it for earlier turns (Qwen3.5) does not, exactly as the next turn's prompt will.
+        """
+        request = prepared.request
+        messages = [*request.messages, ChatMessage("assistant", reply), ChatMessage("user", _NEXT_TURN_MARKER)]
+        ids = self.render(
+            messages,
+            add_generation_prompt=False,
+            thinking=prepared.thinking,
+            reasoning_effort=request.reasoning_effort,
+            preserve_thinking=request.preserve_thinking,
+        )
         # Rendered and encoded exactly as the next prompt will be, up to the turn that stands in
         # for the next message. <|im_start|> is a special token (typed ones are sanitized into
         # text), so the ids before its last occurrence are the same at the head of that prompt.
@@ -126,14 +174,15 @@ class PromptRenderer:
 
         Qwen3's thinking templates split an assistant message at its </think> and strip newlines
         around it. Sanitizing wraps the tags in markers that those strips stop at, so where the
-        template splits we hand it the split already, as ``reasoning_content``. The unsanitized
-        renderings of both forms are compared first: a template that does not split (Instruct-
-        2507) keeps the message as is, its tags then shown as text.
+        template splits we hand it the split already, as ``reasoning_content``; templates that
+        read ``reasoning_content`` but never split (Qwen3.8) get it the same way. Otherwise the
+        unsanitized renderings of both forms are compared: a template that does neither
+        (Instruct-2507) keeps the message as is, its tags then shown as text.
         """
         plain = [{"role": message.role, "content": message.content} for message in messages]
         split = [_split_reasoning(message) if message["role"] == "assistant" else message for message in plain]
-        if split == plain:
-            return plain
+        if split == plain or "reasoning_content" in self.tokenizer.chat_template.source:
+            return split
 
         def render(messages: list[dict[str, str]]) -> str:
             return self.tokenizer.chat_template.render(messages, add_generation_prompt=False, enable_thinking=thinking)

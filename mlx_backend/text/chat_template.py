@@ -4,12 +4,15 @@ Chat templates ship with downloaded models, so they are untrusted code: transfor
 in its immutable sandbox (no Python internals, only plain JSON-like data) with the helpers Qwen's
 templates expect. Rendering through transformers is what makes our prompts token-identical to the
 ones the Qwen team evaluated. On top we add what transformers leaves to the caller: clear errors
-for malformed conversations, and the model's thinking behaviour, probed once per template.
+for malformed conversations, and the model's thinking behaviour, probed once per template:
+whether it thinks by default, which ``reasoning_effort`` values it takes (Qwen3.8) and whether it
+can keep earlier turns' reasoning (``preserve_thinking``, Qwen3.6 / 3.8).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Literal, Optional
 
@@ -25,6 +28,15 @@ THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 
 TemplateData = dict[str, object]
+
+# Effort names tried on every template that mentions reasoning_effort, besides the quoted words
+# in its source (where a template lists the values it takes).
+_COMMON_EFFORTS = ("minimal", "low", "medium", "high", "xhigh", "max")
+_QUOTED_WORD = re.compile(r"""['"]([A-Za-z][A-Za-z0-9_-]{0,23})['"]""")
+# A value no template takes: a template that renders it as well checks nothing.
+_BOGUS_EFFORT = "qwen-desk-no-such-effort"
+# A history with reasoning in an earlier turn: the probe for preserve_thinking.
+_REASONING_PROBE = "probe-reasoning"
 
 
 def _as_dict(message: object) -> Optional[TemplateData]:
@@ -100,6 +112,11 @@ class ChatTemplate:
         # transformers passes the tokenizer's named special tokens (eos_token, pad_token, ...) to templates.
         self._special_tokens = {k: v for k, v in (special_tokens or {}).items() if isinstance(v, str)}
         self.thinking_mode, self.opens_think = self._probe_thinking()
+        # Qwen3's hybrid models were trained to follow /think and /no_think in a message; the
+        # Qwen3.5 family, whose template opens <think> itself, dropped that soft switch.
+        self.soft_switches = self.thinking_mode == "hybrid" and not self.opens_think
+        self.reasoning_efforts = self._probe_reasoning_efforts()
+        self.can_preserve_thinking = self._probe_preserve_thinking()
 
     def render(
         self,
@@ -108,26 +125,57 @@ class ChatTemplate:
         add_generation_prompt: bool = True,
         enable_thinking: Optional[bool] = None,
         tools: Optional[Sequence[object]] = None,
+        reasoning_effort: Optional[str] = None,
+        preserve_thinking: Optional[bool] = None,
     ) -> str:
-        """The prompt text; ``enable_thinking=None`` leaves the variable undefined (model default)."""
+        """The prompt text; an option left at None leaves its variable undefined (the template's default)."""
         return self._render(
             normalize_messages(messages),
             add_generation_prompt=add_generation_prompt,
-            enable_thinking=enable_thinking,
             tools=normalize_tools(tools),
+            **self.variables(enable_thinking, reasoning_effort, preserve_thinking),
         )
+
+    def variables(
+        self,
+        enable_thinking: Optional[bool] = None,
+        reasoning_effort: Optional[str] = None,
+        preserve_thinking: Optional[bool] = None,
+    ) -> TemplateData:
+        """The template variables for these options, checked (RequestError for one it does not take)."""
+        variables: TemplateData = {}
+        if enable_thinking is not None:
+            variables["enable_thinking"] = bool(enable_thinking)
+        if reasoning_effort is not None:
+            if not self.reasoning_efforts:
+                raise RequestError(
+                    "This model's chat template has no reasoning-effort setting; leave it at the default."
+                )
+            if reasoning_effort not in self.reasoning_efforts:
+                raise RequestError(
+                    f"This model takes the reasoning effort {', '.join(self.reasoning_efforts)} "
+                    f"(default {self.reasoning_efforts[0]}), not {reasoning_effort!r}."
+                )
+            variables["reasoning_effort"] = reasoning_effort
+        if preserve_thinking is not None:
+            if self.can_preserve_thinking:
+                variables["preserve_thinking"] = bool(preserve_thinking)
+            elif preserve_thinking:
+                raise RequestError(
+                    "This model's chat template cannot keep earlier turns' reasoning (no preserve_thinking setting)."
+                )
+            # False on such a template is what it does anyway: nothing to pass.
+        return variables
 
     def _render(
         self,
         messages: list[TemplateData],
         *,
         add_generation_prompt: bool,
-        enable_thinking: Optional[bool],
         tools: Optional[list[TemplateData]],
+        **options: object,
     ) -> str:
-        variables = dict(self._special_tokens)
-        if enable_thinking is not None:
-            variables["enable_thinking"] = bool(enable_thinking)
+        variables = {**self._special_tokens, **options}
         try:
             rendered, _ = render_jinja_template(
                 conversations=[messages],
@@ -149,8 +197,8 @@ class ChatTemplate:
         probe: list[TemplateData] = [{"role": "user", "content": "probe"}]
         try:
             default, off, on = (
-                self._render(probe, add_generation_prompt=True, enable_thinking=flag, tools=None)
-                for flag in (None, False, True)
+                self._render(probe, add_generation_prompt=True, tools=None, **flag)
+                for flag in ({}, {"enable_thinking": False}, {"enable_thinking": True})
             )
         except RequestError as error:
             raise ModelLoadError(f"The model's chat template cannot render a simple conversation: {error}") from error
@@ -158,6 +206,51 @@ class ChatTemplate:
         if off != on or off != default:
             return "hybrid", opens_think
         return ("always" if opens_think else "never"), opens_think
+
+    def _probe_reasoning_efforts(self) -> tuple[str, ...]:
+        """The reasoning_effort values the template takes, its default first (empty: none).
+
+        Found by rendering: a candidate is taken when the template renders it and either rejects
+        a made-up value (Qwen3.8 raises) or renders the candidate differently from it. The
+        default is the value that renders like leaving the variable undefined.
+        """
+        if "reasoning_effort" not in self.source:
+            return ()
+        probe: list[TemplateData] = [{"role": "user", "content": "probe"}]
+
+        def attempt(**effort: object) -> Optional[str]:
+            try:
+                return self._render(probe, add_generation_prompt=True, tools=None, **effort)
+            except RequestError:
+                return None
+
+        default = attempt()
+        bogus = attempt(reasoning_effort=_BOGUS_EFFORT)
+        # Candidates in the order the template's source names them (that is how it lists them).
+        seen = dict.fromkeys(_QUOTED_WORD.findall(self.source))
+        seen.update(dict.fromkeys(e for e in _COMMON_EFFORTS if e not in seen))
+        texts = {value: attempt(reasoning_effort=value) for value in seen}
+        taken = [value for value, text in texts.items() if text is not None and (bogus is None or text != bogus)]
+        first = [value for value in taken if texts[value] == default][:1]
+        return tuple(first + [value for value in taken if value not in first])
+
+    def _probe_preserve_thinking(self) -> bool:
+        """Does ``preserve_thinking`` change how an earlier turn's reasoning is rendered?"""
+        if "preserve_thinking" not in self.source:
+            return False
+        history: list[TemplateData] = [
+            {"role": "user", "content": "probe"},
+            {"role": "assistant", "content": "answer", "reasoning_content": _REASONING_PROBE},
+            {"role": "user", "content": "probe"},
+        ]
+        try:
+            kept, dropped = (
+                self._render(history, add_generation_prompt=True, tools=None, preserve_thinking=flag)
+                for flag in (True, False)
+            )
+        except RequestError:
+            return False
+        return _REASONING_PROBE in kept and _REASONING_PROBE not in dropped
 
 
 def ends_inside_thinking(prompt: str) -> bool:

@@ -16,7 +16,15 @@ from typing import Optional, Union
 from mlx_backend.text.chat_template import THINK_CLOSE, THINK_OPEN, ThinkingMode, ends_inside_thinking
 from mlx_backend.events import AnswerDelta, ThinkingDelta
 
-__all__ = ["ThinkingParser", "resolve_thinking", "partial_suffix_length", "ends_inside_thinking", "THINK_OPEN", "THINK_CLOSE"]
+__all__ = [
+    "ThinkingParser",
+    "resolve_thinking",
+    "reply_with_reasoning",
+    "partial_suffix_length",
+    "ends_inside_thinking",
+    "THINK_OPEN",
+    "THINK_CLOSE",
+]
 
 ParsedDelta = Union[ThinkingDelta, AnswerDelta]
 
@@ -133,6 +141,18 @@ class ThinkingParser:
             return True
 
 
+def reply_with_reasoning(thinking: str, answer: str, *, thought: bool = True) -> str:
+    """An assistant message's content with its reasoning, as the model wrote it.
+
+    Send earlier replies this way: templates that keep reasoning in history (Qwen3.8, Qwen3.6
+    with preserve_thinking) then render it back, the others drop it. ``thought=False`` (no
+    thinking block at all) gives the answer alone.
+    """
+    if not thought:
+        return answer
+    return f"{THINK_OPEN}\n{thinking}\n{THINK_CLOSE}\n\n{answer}"
+
+
 # `/think` or `/no_think` as a word of its own (not part of a path or of "/thinking").
 _SOFT_SWITCH = re.compile(r"(?<![\w/])/(no_think|think)(?![\w/])")
 
@@ -145,13 +165,20 @@ def soft_switch(text: str) -> Optional[bool]:
     return matches[-1] == "think"
 
 
-def resolve_thinking(last_user_text: str, enable_thinking: Optional[bool], thinking_mode: ThinkingMode) -> bool:
+def resolve_thinking(
+    last_user_text: str,
+    enable_thinking: Optional[bool],
+    thinking_mode: ThinkingMode,
+    *,
+    soft_switches: bool = True,
+) -> bool:
     """Will the model think in this turn?
 
     2507 models have one fixed mode and ignore every switch. A hybrid model thinks by default;
     ``enable_thinking=False`` is a hard switch (the template closes the think block, and Qwen
-    documents that /think is then ignored); otherwise the last /think or /no_think in the latest
-    user message decides, as Qwen documents.
+    documents that /think is then ignored); otherwise, for models that honour ``soft_switches``
+    (Qwen3, not the Qwen3.5 family, which dropped them), the last /think or /no_think in the
+    latest user message decides, as Qwen documents.
     """
     if thinking_mode == "always":
         return True
@@ -159,5 +186,7 @@ def resolve_thinking(last_user_text: str, enable_thinking: Optional[bool], think
         return False
     if enable_thinking is False:
         return False
+    if not soft_switches:
+        return True
     switch = soft_switch(last_user_text)
     return True if switch is None else switch

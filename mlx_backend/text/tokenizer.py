@@ -105,9 +105,12 @@ def _eos_ids(folder: Path, hf: Qwen2Tokenizer) -> frozenset[int]:
     for name in ("generation_config.json", "config.json"):
         path = folder / name
         if path.is_file():
-            value = _read_json_object(path).get("eos_token_id")
-            values = value if isinstance(value, list) else [value]
-            ids.update(v for v in values if isinstance(v, int))
+            data = _read_json_object(path)
+            # Qwen3.5-family config.json keeps it in text_config (the checkpoint is multimodal).
+            text_config = data.get("text_config") if isinstance(data.get("text_config"), dict) else {}
+            for value in (data.get("eos_token_id"), text_config.get("eos_token_id")):
+                values = value if isinstance(value, list) else [value]
+                ids.update(v for v in values if isinstance(v, int) and not isinstance(v, bool))
     if not ids:
         raise ModelLoadError(f"The tokenizer in {folder} has no end-of-turn token (<|im_end|>).")
     return frozenset(ids)
@@ -200,6 +203,20 @@ class Qwen3Tokenizer:
         return self.chat_template.thinking_mode
 
     @property
+    def soft_switches(self) -> bool:
+        """Does the model follow /think and /no_think in a message (Qwen3 hybrid, not Qwen3.5+)?"""
+        return self.chat_template.soft_switches
+
+    @property
+    def reasoning_efforts(self) -> tuple[str, ...]:
+        """The reasoning_effort values the template takes, its default first (empty: none)."""
+        return self.chat_template.reasoning_efforts
+
+    @property
+    def can_preserve_thinking(self) -> bool:
+        return self.chat_template.can_preserve_thinking
+
+    @property
     def template_opens_think(self) -> bool:
         """True when the generation prompt itself ends inside <think> (Thinking-2507): the model's
         output then holds only the closing </think>."""
@@ -214,21 +231,29 @@ class Qwen3Tokenizer:
         tools: Optional[Sequence[Mapping[str, object]]] = None,
         tokenize: bool = True,
         sanitize_control_tokens: bool = False,
+        reasoning_effort: Optional[str] = None,
+        preserve_thinking: Optional[bool] = None,
     ) -> Union[list[int], str]:
         """Render ``messages`` (dicts or ChatMessage) as the model expects; ids, or text if not ``tokenize``.
 
         By default control tokens typed inside messages (``<|im_end|>``, ``<think>``...) become
         control ids, as in transformers. ``sanitize_control_tokens=True`` (ids only) is
         transformers' option of that name: they are encoded as plain text, so pasted text cannot
-        end a turn or fake a system message.
+        end a turn or fake a system message. ``reasoning_effort`` / ``preserve_thinking`` reach
+        templates that take them (RequestError for a value the template does not take).
         """
         if sanitize_control_tokens and not tokenize:
             raise ValueError("sanitize_control_tokens=True needs tokenize=True: the result only exists as ids.")
         if not tokenize:
             return self.chat_template.render(
-                messages, add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking, tools=tools
+                messages,
+                add_generation_prompt=add_generation_prompt,
+                enable_thinking=enable_thinking,
+                tools=tools,
+                reasoning_effort=reasoning_effort,
+                preserve_thinking=preserve_thinking,
             )
-        variables = {} if enable_thinking is None else {"enable_thinking": bool(enable_thinking)}
+        variables = self.chat_template.variables(enable_thinking, reasoning_effort, preserve_thinking)
         try:
             return self._hf.apply_chat_template(
                 normalize_messages(messages),
