@@ -160,3 +160,22 @@ def test_ends_inside_thinking():
     assert ends_inside_thinking("<|im_start|>assistant\n<think>\n")
     assert not ends_inside_thinking("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert not ends_inside_thinking("<|im_start|>assistant\n")
+
+
+def test_a_hybrid_template_that_does_not_think_by_default_is_followed():
+    # Qwen's card: the small Qwen3.5 models answer without thinking unless asked. A template
+    # whose unset default renders like enable_thinking=false must be followed, not overridden.
+    from mlx_backend.text.chat_template import ChatTemplate
+
+    template = ChatTemplate(
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% if enable_thinking is defined and enable_thinking %}<think>\n"
+        "{% else %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+    )
+    assert template.thinking_mode == "hybrid" and not template.thinks_by_default
+    assert resolve_thinking("hi", None, "hybrid", soft_switches=False, default=False) is False
+    assert resolve_thinking("hi", True, "hybrid", soft_switches=False, default=False) is True
+    # Qwen3's own template thinks by default, and /no_think still wins over enable_thinking=True.
+    assert resolve_thinking("hi /no_think", True, "hybrid") is False
+    assert resolve_thinking("hi", None, "hybrid") is True

@@ -37,7 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens (default: preset)")
     parser.add_argument("--seed", type=int, help="random seed for reproducible sampling")
     parser.add_argument(
-        "--no-think", action="store_true", help="answer without thinking first (hybrid Qwen3)"
+        "--no-think", action="store_true", help="answer without thinking first (hybrid models)"
+    )
+    parser.add_argument(
+        "--think", action="store_true", help="think first even where the model's default is not to"
     )
     parser.add_argument(
         "--reasoning-effort",
@@ -61,13 +64,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def build_request(
-    args: argparse.Namespace, prompt: str, thinking_mode: str, *, soft_switches: bool = True
+    args: argparse.Namespace,
+    prompt: str,
+    thinking_mode: str,
+    *,
+    soft_switches: bool = True,
+    thinks_by_default: bool = True,
 ) -> ChatRequest:
     messages: list[ChatMessage] = []
     if args.system:
         messages.append(ChatMessage("system", args.system))
     messages.append(ChatMessage("user", prompt))
-    enable_thinking = False if args.no_think else None
+    enable_thinking = False if args.no_think else (True if args.think else None)
     sampling = None
     overrides = {
         name: value
@@ -76,7 +84,9 @@ def build_request(
     }
     if overrides:
         # Options not given keep the preset of the mode this prompt will run in.
-        thinking = resolve_thinking(prompt, enable_thinking, thinking_mode, soft_switches=soft_switches)
+        thinking = resolve_thinking(
+            prompt, enable_thinking, thinking_mode, soft_switches=soft_switches, default=thinks_by_default
+        )
         sampling = replace(preset_for(thinking), **overrides)
     return ChatRequest(
         messages=tuple(messages),
@@ -98,7 +108,13 @@ def run(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     engine = Engine.load(args.model)
     tokenizer = engine.tokenizer
-    request = build_request(args, prompt, tokenizer.thinking_mode, soft_switches=tokenizer.soft_switches)
+    request = build_request(
+        args,
+        prompt,
+        tokenizer.thinking_mode,
+        soft_switches=tokenizer.soft_switches,
+        thinks_by_default=tokenizer.thinks_by_default,
+    )
     events = engine.stream(request)  # raises RequestError for a bad request: cli.py prints it
     if args.json:
         return _print_json(events)

@@ -89,6 +89,8 @@ class EngineInfo:
     reasoning_efforts: tuple[str, ...] = ()
     # Does the template offer to keep earlier turns' reasoning (preserve_thinking)?
     can_preserve_thinking: bool = False
+    # A hybrid model's default when the request leaves thinking unset (Qwen3.5-0.8B: off).
+    thinks_by_default: bool = True
 
     @property
     def weights_gb(self) -> float:
@@ -170,6 +172,7 @@ class Engine:
             path=self._load_info.path if self._load_info else None,
             reasoning_efforts=self.tokenizer.reasoning_efforts,
             can_preserve_thinking=self.tokenizer.can_preserve_thinking,
+            thinks_by_default=self.tokenizer.thinks_by_default,
         )
 
     def context_length(self, yarn_factor: Optional[float] = None) -> int:

@@ -98,6 +98,7 @@ class PromptRenderer:
             request.enable_thinking,
             self.tokenizer.thinking_mode,
             soft_switches=self.tokenizer.soft_switches,
+            default=self.tokenizer.thinks_by_default,
         )
 
     def prompt(self, request: ChatRequest, thinking: bool) -> list[int]:

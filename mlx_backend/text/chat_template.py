@@ -111,7 +111,7 @@ class ChatTemplate:
         self.source = source
         # transformers passes the tokenizer's named special tokens (eos_token, pad_token, ...) to templates.
         self._special_tokens = {k: v for k, v in (special_tokens or {}).items() if isinstance(v, str)}
-        self.thinking_mode, self.opens_think = self._probe_thinking()
+        self.thinking_mode, self.opens_think, self.thinks_by_default = self._probe_thinking()
         # Qwen3's hybrid models were trained to follow /think and /no_think in a message; the
         # Qwen3.5 family, whose template opens <think> itself, dropped that soft switch.
         self.soft_switches = self.thinking_mode == "hybrid" and not self.opens_think
@@ -188,11 +188,13 @@ class ChatTemplate:
             raise template_errors_as_request_errors(error) from error
         return rendered[0]
 
-    def _probe_thinking(self) -> tuple[ThinkingMode, bool]:
+    def _probe_thinking(self) -> tuple[ThinkingMode, bool, bool]:
         """Derive the thinking behaviour by rendering one probe turn three ways.
 
         hybrid: the template honours ``enable_thinking``; always: its generation prompt opens
-        <think> by itself (Thinking-2507); never: neither (Instruct-2507).
+        <think> by itself (Thinking-2507); never: neither (Instruct-2507). A hybrid template's
+        default is whichever switch renders like leaving it unset: Qwen3 and most Qwen3.5 think
+        by default, while Qwen's card says the small Qwen3.5 models (0.8B) do not.
         """
         probe: list[TemplateData] = [{"role": "user", "content": "probe"}]
         try:
@@ -204,8 +206,9 @@ class ChatTemplate:
             raise ModelLoadError(f"The model's chat template cannot render a simple conversation: {error}") from error
         opens_think = ends_inside_thinking(default)
         if off != on or off != default:
-            return "hybrid", opens_think
-        return ("always" if opens_think else "never"), opens_think
+            return "hybrid", opens_think, default != off
+        mode: ThinkingMode = "always" if opens_think else "never"
+        return mode, opens_think, mode == "always"
 
     def _probe_reasoning_efforts(self) -> tuple[str, ...]:
         """The reasoning_effort values the template takes, its default first (empty: none).

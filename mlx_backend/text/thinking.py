@@ -171,12 +171,14 @@ def resolve_thinking(
     thinking_mode: ThinkingMode,
     *,
     soft_switches: bool = True,
+    default: bool = True,
 ) -> bool:
     """Will the model think in this turn?
 
-    2507 models have one fixed mode and ignore every switch. A hybrid model thinks by default;
-    ``enable_thinking=False`` is a hard switch (the template closes the think block, and Qwen
-    documents that /think is then ignored); otherwise, for models that honour ``soft_switches``
+    2507 models have one fixed mode and ignore every switch. A hybrid model does what its
+    template does by default (``default``: think, for nearly all); ``enable_thinking=False`` is
+    a hard switch (the template closes the think block, and Qwen documents that /think is then
+    ignored); otherwise, for models that honour ``soft_switches``
     (Qwen3, not the Qwen3.5 family, which dropped them), the last /think or /no_think in the
     latest user message decides, as Qwen documents.
     """
@@ -186,7 +188,7 @@ def resolve_thinking(
         return False
     if enable_thinking is False:
         return False
-    if not soft_switches:
-        return True
-    switch = soft_switch(last_user_text)
-    return True if switch is None else switch
+    switch = soft_switch(last_user_text) if soft_switches else None
+    if switch is not None:
+        return switch
+    return True if enable_thinking else default

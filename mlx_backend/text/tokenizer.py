@@ -203,6 +203,10 @@ class Qwen3Tokenizer:
         return self.chat_template.thinking_mode
 
     @property
+    def thinks_by_default(self) -> bool:
+        return self.chat_template.thinks_by_default
+
+    @property
     def soft_switches(self) -> bool:
         """Does the model follow /think and /no_think in a message (Qwen3 hybrid, not Qwen3.5+)?"""
         return self.chat_template.soft_switches
