@@ -17,18 +17,23 @@ from mlx_backend.events import SamplingParams
 Theme = Literal["system", "light", "dark"]
 THEMES: tuple[str, ...] = ("system", "light", "dark")
 
+# Earlier answers' reasoning in the prompt, for templates that offer the choice (Qwen3.6, 3.8):
+# "default" leaves it to the template (3.6 drops it, 3.8 keeps it).
+HistoryReasoning = Literal["default", "keep", "drop"]
+HISTORY_REASONING: tuple[str, ...] = ("default", "keep", "drop")
+
 
 @dataclass(frozen=True)
 class SamplingPreset:
     key: str
     label: str
-    # None: Qwen3's recommended values for the thinking mode in effect (decided by the engine).
+    # None: Qwen's recommended values for the thinking mode in effect (decided by the engine).
     params: Optional[SamplingParams]
     description: str
 
 
 SAMPLING_PRESETS: tuple[SamplingPreset, ...] = (
-    SamplingPreset("recommended", "Recommended", None, "Qwen3's published settings for the current mode."),
+    SamplingPreset("recommended", "Recommended", None, "Qwen's published settings for the current mode."),
     SamplingPreset(
         "precise",
         "Precise",
@@ -100,7 +105,8 @@ class Settings:
     def system_prompt(self, text: str) -> None:
         self._q.setValue("chat/system_prompt", text)
 
-    # Hybrid Qwen3 models only: think before answering (the model's default is on).
+    # Models with a thinking switch (hybrid Qwen3, Qwen3.5 and later): think before answering
+    # (the models' default is on).
     @property
     def thinking_enabled(self) -> bool:
         return _as_bool(self._q.value("chat/thinking", True))
@@ -108,6 +114,26 @@ class Settings:
     @thinking_enabled.setter
     def thinking_enabled(self, on: bool) -> None:
         self._q.setValue("chat/thinking", bool(on))
+
+    # The reasoning-effort level asked of templates that take one (Qwen3.8: "xhigh", "medium",
+    # "low"); "" leaves it to the template. Kept as the template's word so a model with other
+    # levels simply does not match it.
+    @property
+    def reasoning_effort(self) -> str:
+        return str(self._q.value("chat/reasoning_effort", "") or "")
+
+    @reasoning_effort.setter
+    def reasoning_effort(self, level: str) -> None:
+        self._q.setValue("chat/reasoning_effort", level)
+
+    @property
+    def history_reasoning(self) -> HistoryReasoning:
+        value = str(self._q.value("chat/history_reasoning", "default"))
+        return value if value in HISTORY_REASONING else "default"  # type: ignore[return-value]
+
+    @history_reasoning.setter
+    def history_reasoning(self, value: HistoryReasoning) -> None:
+        self._q.setValue("chat/history_reasoning", value if value in HISTORY_REASONING else "default")
 
     @property
     def theme(self) -> Theme:

@@ -16,6 +16,8 @@ at a fixed point, so every picture is the same on every run. Writes:
 - documents-plan.png: a PDF just dropped: its chip and the plan panel, before Summarize
 - documents-progress.png: that PDF being summarized part by part (progress panel, ETA)
 - quick-ask-light.png, quick-ask-dark.png: the menu-bar popup (packaging/quick_ask_screenshot.py)
+- reasoning-effort.png, reasoning-menu.png: a Qwen3.8 model's Effort popup in the top bar, and
+  its menu open (effort levels, earlier answers' reasoning)
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ class DemoInfo:
     weights_bytes: int = 4_610_000_000
     num_layers: int = 36
     quantization_bits: int = 4
+    reasoning_efforts: tuple[str, ...] = ()
+    can_preserve_thinking: bool = False
+
+
+# Qwen3.8's template takes an effort level and keeps earlier reasoning on request.
+QWEN38_INFO = DemoInfo(name="Qwen3.8-27B-4bit", model_type="qwen3_5", context_length=262144,
+                       yarn_context_length=None, weights_bytes=15_200_000_000, num_layers=64,
+                       reasoning_efforts=("xhigh", "medium", "low"), can_preserve_thinking=True)
 
 
 class DemoEngine:
@@ -274,6 +284,48 @@ def capture_documents(out_dir: Path, store, settings) -> list[Path]:
     return written
 
 
+class ReasoningDemoEngine:
+    info = QWEN38_INFO
+
+    def stream(self, request, cancel: threading.Event) -> Iterator[object]:
+        return iter(())
+
+
+def capture_reasoning(out_dir: Path, store, settings) -> list[Path]:
+    """A Qwen3.8 model loaded: the top bar's Effort popup, and its menu open."""
+    from PySide6.QtCore import QPoint
+
+    from app.window.main_window import MainWindow
+    from app.worker.worker import WorkerClient
+
+    worker = WorkerClient(engine_loader=lambda path, progress: ReasoningDemoEngine())
+    settings.model = "mlx-community/Qwen3.8-27B-4bit"
+    settings.reasoning_effort = "medium"
+    window = MainWindow(store, worker, settings)
+    window.resize(1180, 860)
+    window.show()
+    written: list[Path] = []
+    try:
+        worker.load_model(settings.model)
+        _wait(lambda: worker.model_info is not None and window.reasoning_button.isVisible())
+        chat = next(c for c in store.conversations() if c.title == HISTORY[2][0])
+        window.chat.open_conversation(chat.id)
+        _settle(400)
+        written.append(out_dir / "reasoning-effort.png")
+        window.grab().save(str(written[-1]))
+        button = window.reasoning_button
+        menu = button.menu()
+        menu.popup(button.mapToGlobal(QPoint(0, button.height())))
+        _settle(400)
+        written.append(out_dir / "reasoning-menu.png")
+        menu.grab().save(str(written[-1]))
+        menu.hide()
+    finally:
+        window.close()
+        worker.shutdown()
+    return written
+
+
 def _words(text: str) -> list[str]:
     parts = text.split(" ")
     return [p + " " for p in parts[:-1]] + [parts[-1]]
@@ -404,6 +456,7 @@ def capture(out_dir: Path) -> list[Path]:
     worker.shutdown()
 
     written += capture_documents(out_dir, store, settings)
+    written += capture_reasoning(out_dir, store, settings)
     store.close()
 
     from quick_ask_screenshot import capture_quick_ask  # beside this script (sys.path[0])

@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from app.chat.history import history_messages
 from app.chat.message_view import MessageView
+from app.chat.reasoning import reasoning_options
 from app.chat.store import DEFAULT_TITLE, Attachment, ConversationStore, StoredMessage
 from app.chat.transcript import TranscriptView
 from app.chat.turns import (
@@ -189,11 +190,20 @@ class ChatController(QObject):
     def build_request(self, history: list[StoredMessage]) -> ChatRequest:
         info = self._worker.model_info
         hybrid = getattr(info, "thinking_mode", "hybrid") == "hybrid"
+        thinking = self._settings.thinking_enabled if hybrid else None
+        reasoning = reasoning_options(
+            info,
+            effort=self._settings.reasoning_effort,
+            history_reasoning=self._settings.history_reasoning,
+            thinking=thinking,
+        )
         return ChatRequest(
             messages=history_messages(self._settings.system_prompt, history),
             conversation_id=self._conversation_id,
-            enable_thinking=self._settings.thinking_enabled if hybrid else None,
+            enable_thinking=thinking,
             sampling=sampling_preset(self._settings.sampling_preset).params,
+            reasoning_effort=reasoning.reasoning_effort,
+            preserve_thinking=reasoning.preserve_thinking,
         )
 
     def _start_turn(self) -> None:

@@ -62,7 +62,7 @@ class QuickAskOptions:
     enable_thinking: Optional[bool] = False
     max_tokens: int = 2048
     system_prompt: str = ""
-    sampling: Optional[SamplingParams] = None  # None: Qwen3's recommended preset
+    sampling: Optional[SamplingParams] = None  # None: Qwen's recommended preset
     seed: Optional[int] = None
 
     def request_for(self, question: str) -> ChatRequest:

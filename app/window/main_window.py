@@ -35,6 +35,7 @@ from app.chat.rendering import RenderColors
 from app.settings import Settings
 from app.window.menus import WindowMenus
 from app.window.model_picker import ModelPicker
+from app.window.reasoning_button import ReasoningButton
 from app.window.status_panel import StatusPanel, display_name
 from app.window.theme import ThemeManager
 from app.chat.store import ConversationStore
@@ -105,8 +106,10 @@ class MainWindow(QMainWindow):
         self.thinking_toggle.setObjectName("ThinkingToggle")
         self.thinking_toggle.setCheckable(True)
         self.thinking_toggle.setChecked(self.settings.thinking_enabled)
-        self.thinking_toggle.setToolTip("Let the model think before it answers (hybrid Qwen3 models)")
+        self.thinking_toggle.setToolTip("Let the model think before it answers")
         self.thinking_toggle.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.reasoning_button = ReasoningButton(self.top_bar)
+        self.reasoning_button.set_choices(self.settings.reasoning_effort, self.settings.history_reasoning)
         self.load_label = QLabel("", self.top_bar)
         self.load_label.setObjectName("MutedLabel")
         layout = QHBoxLayout(self.top_bar)
@@ -114,6 +117,7 @@ class MainWindow(QMainWindow):
         layout.setSpacing(8)
         layout.addWidget(self.model_picker)
         layout.addWidget(self.thinking_toggle)
+        layout.addWidget(self.reasoning_button)
         layout.addWidget(self.load_label)
         layout.addStretch(1)
 
@@ -167,6 +171,8 @@ class MainWindow(QMainWindow):
         self.chat.liveStatsChanged.connect(self.status_panel.show_stats)
         self.chat.turnFinished.connect(lambda *_: self.sidebar.refresh())
         self.thinking_toggle.toggled.connect(self._set_thinking)
+        self.reasoning_button.effortChosen.connect(self._set_reasoning_effort)
+        self.reasoning_button.historyReasoningChosen.connect(self._set_history_reasoning)
         self.model_picker.modelChosen.connect(self._on_model_picked)
         self.model_picker.manageRequested.connect(self.open_model_manager)
         self.worker.loadStarted.connect(self._on_load_started)
@@ -245,7 +251,8 @@ class MainWindow(QMainWindow):
         QMessageBox.about(
             self,
             "About Qwen Desk",
-            "<b>Qwen Desk</b><br>Qwen3 models, running locally on this Mac with MLX.<br>"
+            "<b>Qwen Desk</b><br>Qwen3, Qwen3.5, Qwen3.6, Qwen3.8 and Qwen3-Next models, "
+            "running locally on this Mac with MLX.<br>"
             "Conversations never leave your computer.",
         )
 
@@ -344,10 +351,20 @@ class MainWindow(QMainWindow):
         hybrid = info is None or mode == "hybrid"
         self.thinking_toggle.setVisible(hybrid and info is not None)
         self.menus.thinking_action.setEnabled(hybrid and info is not None)
+        # Effort and earlier reasoning: only what this model's template takes.
+        self.reasoning_button.set_model(info)
+        self.reasoning_button.set_thinking(mode == "always" or (mode == "hybrid" and self.settings.thinking_enabled))
 
     def _set_thinking(self, on: bool) -> None:
         self.settings.thinking_enabled = on
         self.menus.thinking_action.setChecked(on)
+        self.reasoning_button.set_thinking(on)
+
+    def _set_reasoning_effort(self, level: str) -> None:
+        self.settings.reasoning_effort = level
+
+    def _set_history_reasoning(self, value: str) -> None:
+        self.settings.history_reasoning = value  # type: ignore[assignment]
 
     def follow_thinking_menu(self) -> None:
         self.thinking_toggle.setChecked(self.menus.thinking_action.isChecked())

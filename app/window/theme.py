@@ -143,6 +143,13 @@ def stylesheet(t: Tokens) -> str:
     }}
     #ThinkingToggle:hover {{ background: {t.hover}; }}
     #ThinkingToggle:checked {{ color: {t.accent}; border-color: {t.accent}; background: {t.selection}; }}
+    #ReasoningButton {{
+        border: 1px solid {t.border}; border-radius: 11px; padding: 0px 10px; color: {t.text};
+        background: transparent; min-height: 22px; max-height: 22px;
+    }}
+    #ReasoningButton:hover {{ background: {t.hover}; }}
+    #ReasoningButton[dimmed="true"] {{ color: {t.faint}; }}
+    #ReasoningButton::menu-indicator {{ image: none; width: 0px; }}
     #UserBubble {{ background: {t.user_bubble}; border-radius: 16px; }}
     #MessageActions QToolButton, #ThinkingHeader {{
         border: none; background: transparent; color: {t.muted}; padding: 2px 6px; border-radius: 5px;
