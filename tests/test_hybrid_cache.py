@@ -46,30 +46,65 @@ FOLLOW_UPS = ["Why was it winter?", "And then what did he do?", "How does the st
 SECONDS_PER_TOKEN = 0.002
 
 
+def with_long_memory(loaded):
+    """Make the linear layers' recurrent state decay slowly, as a trained model's can.
+
+    The random A_log (uniform in [-1, 1]) forgets most of the state within a few tokens, so a
+    wrong state at a turn boundary would hardly show a message later; with A_log = -5 a token's
+    trace lasts hundreds of tokens and any wrongly resumed state shows in the logits.
+    """
+    model, tokenizer = loaded
+    layers = [module for _, module in model.named_modules() if "A_log" in module]
+    assert layers
+    for module in layers:
+        module["A_log"] = mx.full(module["A_log"].shape, -5.0, dtype=module["A_log"].dtype)
+    return model, tokenizer
+
+
 @pytest.fixture(scope="module")
 def qwen35(tmp_path_factory):
     pytest.importorskip("torch")
     folder = write_hybrid_checkpoint(tmp_path_factory.mktemp("qwen35"), kind="dense", tokenizer=True, release="qwen3.5")
-    return load(folder)
+    return with_long_memory(load(folder))
 
 
 @pytest.fixture(scope="module")
 def qwen3_next(tmp_path_factory):
     pytest.importorskip("torch")
-    return load(write_hybrid_checkpoint(tmp_path_factory.mktemp("next"), kind="next", tokenizer=True))
+    return with_long_memory(load(write_hybrid_checkpoint(tmp_path_factory.mktemp("next"), kind="next", tokenizer=True)))
+
+
+class Decoded:
+    """What one request decoded: the tokens generate_step handed over and their log-probabilities."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.logprobs: list[mx.array] = []
+
+    def __eq__(self, cold: object) -> bool:
+        """Same tokens, from the same distributions: a wrong state shows in the logits even
+        where a sampled token happens to survive it."""
+        assert isinstance(cold, Decoded)
+        return self.tokens == cold.tokens and all(
+            mx.allclose(warm, reference, atol=1e-4).item() for warm, reference in zip(self.logprobs, cold.logprobs)
+        )
+
+    def __repr__(self) -> str:
+        return f"Decoded({self.tokens})"
 
 
 @pytest.fixture
-def decoded(monkeypatch) -> list[list[int]]:
-    """The tokens each request decoded (what generate_step handed to the engine), one list per run."""
-    runs: list[list[int]] = []
+def decoded(monkeypatch) -> list[Decoded]:
+    """What each request decoded, one entry per run."""
+    runs: list[Decoded] = []
     original = Engine._start_decoding
 
     def spy(self, prepared, run):
-        tokens: list[int] = []
-        runs.append(tokens)
+        record = Decoded()
+        runs.append(record)
         for item in original(self, prepared, run):
-            tokens.append(item[0])
+            record.tokens.append(item[0])
+            record.logprobs.append(item[1])
             yield item
 
     monkeypatch.setattr(Engine, "_start_decoding", spy)
@@ -119,10 +154,11 @@ def engine_for(loaded, **options) -> Engine:
     return Engine(model, tokenizer, prefill=PrefillPolicy.fixed(16), **options)
 
 
-def cold_tokens(loaded, request: ChatRequest, decoded) -> list[int]:
+def cold_tokens(loaded, request: ChatRequest, decoded) -> Decoded:
     """The tokens a fresh engine decodes for ``request`` from an empty cache."""
+    runs = len(decoded)
     events = list(engine_for(loaded).stream(replace(request, conversation_id=None)))
-    assert finished(events).stats.cached_tokens == 0
+    assert finished(events).stats.cached_tokens == 0 and len(decoded) == runs + 1
     return decoded[-1]
 
 
@@ -176,7 +212,7 @@ def test_rewind_restores_the_longest_snapshot_inside_the_target_and_drops_later_
     assert rewind(layers, 12, snapshots, 12) == 12  # the live state is used as is
     assert layers[0].offset == 12 and set(snapshots) == {4, 7}
     assert rewind(layers, 12, snapshots, 6) == 4
-    assert layers[0].cache == at_four and layers[0].offset == 4 and layers[1].offset == 4
+    assert all(a is b for a, b in zip(layers[0].cache, at_four)) and layers[0].offset == 4 and layers[1].offset == 4
     assert set(snapshots) == {4}  # position 7's tokens are about to be replaced
     # Nothing to go back to: None, and the layers are left alone.
     assert rewind(layers, 4, snapshots, 3) is None
@@ -307,13 +343,15 @@ def test_each_follow_up_prefills_only_the_new_message_and_matches_a_cold_run(qwe
         request = ask(history, enable_thinking=thinking)
         prompt = engine.prepare(request).prompt
         before = engine.prompt_caches.tokens_of("chat")
-        calls = ModelCalls(monkeypatch, engine.model)
+        runs = len(decoded)
         events = []
-        for event in engine.stream(request):
-            events.append(event)
-            if isinstance(event, Finished):
-                positions_at_finish = calls.positions
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:
+            calls = ModelCalls(patch, engine.model)
+            for event in engine.stream(request):
+                events.append(event)
+                if isinstance(event, Finished):
+                    positions_at_finish = calls.positions
+        assert len(decoded) == runs + 1
         warm = decoded[-1]
         stats = finished(events).stats
         prefilled.append(stats.prompt_tokens - stats.cached_tokens)
@@ -328,7 +366,7 @@ def test_each_follow_up_prefills_only_the_new_message_and_matches_a_cold_run(qwe
             assert new == f"<|im_start|>user\n{history[-1].content}<|im_end|>\n" + generation_prompt(thinking)
         assert positions_at_finish == stats.prompt_tokens - stats.cached_tokens + stats.generation_tokens
         assert warm == cold_tokens(qwen35, request, decoded)
-        assert len(warm) == stats.generation_tokens > 0
+        assert len(warm.tokens) == stats.generation_tokens > 0
 
         # Snapshots at this turn's boundaries and the end of the re-encoded reply, all valid.
         entry = engine.prompt_caches.peek("chat")
@@ -338,9 +376,53 @@ def test_each_follow_up_prefills_only_the_new_message_and_matches_a_cold_run(qwe
         for position, snapshot in entry.snapshots.items():
             assert position <= held
             assert all(state is None or state.offset == position for state in snapshot)
+        # The budget sees every snapshot; the one at the live position shares its arrays.
+        assert entry.nbytes == snapshot_bytes(entry, besides=held) + sum(layer.nbytes for layer in entry.layers)
         history += [ChatMessage("assistant", answer_of(events)), ChatMessage("user", FOLLOW_UPS[turn % 3])]
     # Before snapshots a hybrid model re-prefilled the whole prompt every turn.
     assert all(count < 30 for count in prefilled[1:]), prefilled
+
+
+def snapshot_bytes(entry, besides: Optional[int] = None) -> int:
+    return sum(
+        state.nbytes
+        for position, snapshot in entry.snapshots.items()
+        if position != besides
+        for state in snapshot
+        if state is not None
+    )
+
+
+def test_the_engine_budget_evicts_other_chats_then_the_oldest_snapshots_and_reuse_survives(qwen35, decoded):
+    def chat(engine: Engine, conversation: str, turns: int) -> list[ChatMessage]:
+        history = [ChatMessage("user", STORY)]
+        for turn in range(turns):
+            events = list(engine.stream(ask(history, enable_thinking=False, conversation_id=conversation)))
+            history += [ChatMessage("assistant", answer_of(events)), ChatMessage("user", FOLLOW_UPS[turn])]
+        return history
+
+    roomy = engine_for(qwen35)
+    chat(roomy, "a", 2)
+    entry = roomy.prompt_caches.peek("a")
+    full = entry.nbytes
+    assert len(entry.snapshots) >= 3 and snapshot_bytes(entry, besides=len(entry.tokens)) > 0
+
+    # Room for one chat: a second evicts the first.
+    one_chat = engine_for(qwen35, cache_budget_bytes=full + full // 4)
+    chat(one_chat, "a", 2)
+    chat(one_chat, "b", 2)
+    assert one_chat.prompt_caches.conversations() == ["b"]
+
+    # Less than one chat: it stays, without its oldest snapshots, and still resumes.
+    tight = engine_for(qwen35, cache_budget_bytes=full - 1)
+    history = chat(tight, "a", 2)
+    kept = tight.prompt_caches.peek("a")
+    assert kept.nbytes <= full - 1 and set(kept.snapshots) < set(entry.snapshots)
+    assert min(entry.snapshots) not in kept.snapshots
+    request = ask(history, enable_thinking=False, conversation_id="a")
+    before = tight.prompt_caches.tokens_of("a")
+    assert finished(list(tight.stream(request))).stats.cached_tokens == len(before)
+    assert decoded[-1] == cold_tokens(qwen35, request, decoded)
 
 
 def test_regenerating_or_editing_a_turn_resumes_from_the_snapshot_before_it(qwen35, decoded):
