@@ -17,7 +17,7 @@ from typing import Optional
 
 import mlx.core as mx
 import pytest
-from mlx_lm.models.cache import KVCache
+from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
 from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, Finished, PrefillProgress, SamplingParams
 from mlx_backend.generation.engine import Engine
@@ -425,14 +425,17 @@ def test_the_engine_budget_evicts_other_chats_then_the_oldest_snapshots_and_reus
     assert decoded[-1] == cold_tokens(qwen35, request, decoded)
 
 
-def test_regenerating_or_editing_a_turn_resumes_from_the_snapshot_before_it(qwen35, decoded):
+@pytest.mark.parametrize("kv_bits", [None, 8])
+def test_regenerating_or_editing_a_turn_resumes_from_the_snapshot_before_it(qwen35, decoded, kv_bits):
     engine = engine_for(qwen35)
     history = [ChatMessage("user", STORY)]
     for follow_up in FOLLOW_UPS[:2]:
-        events = list(engine.stream(ask(history, enable_thinking=False)))
+        events = list(engine.stream(ask(history, enable_thinking=False, kv_bits=kv_bits)))
         history += [ChatMessage("assistant", answer_of(events)), ChatMessage("user", follow_up)]
-    last = ask(history, enable_thinking=False)
+    last = ask(history, enable_thinking=False, kv_bits=kv_bits)
     list(engine.stream(last))
+    kinds = {type(layer) for layer in engine.prompt_caches.peek("chat").layers}
+    assert (QuantizedKVCache in kinds) == (kv_bits is not None) and LinearStateCache in kinds
 
     def check(request: ChatRequest, expected_reuse: int) -> None:
         prompt = engine.prepare(request).prompt
@@ -449,11 +452,11 @@ def test_regenerating_or_editing_a_turn_resumes_from_the_snapshot_before_it(qwen
     # The same messages again (regenerate): only the generation prompt is prefilled.
     check(last, before_reply)
     # The last message edited: everything before it is reused.
-    edited_last = ask([*history[:-1], ChatMessage("user", "What about his apprentice?")], enable_thinking=False)
+    edited_last = ask([*history[:-1], ChatMessage("user", "What about his apprentice?")], enable_thinking=False, kv_bits=kv_bits)
     check(edited_last, before_user)
     # An earlier message edited: back to the last boundary before the edit.
     earlier = engine.prepare(ask(history[:3], enable_thinking=False)).prompt
-    edited_earlier = ask([*history[:2], ChatMessage("user", "Why was it autumn?")], enable_thinking=False)
+    edited_earlier = ask([*history[:2], ChatMessage("user", "Why was it autumn?")], enable_thinking=False, kv_bits=kv_bits)
     check(edited_earlier, engine._turn_boundaries(earlier)[0])
 
 
