@@ -6,6 +6,14 @@ conversation's KV cache for the prompt prefix it already holds, prefills the res
 chunks sized by time (``prefill.py``), then samples with mlx-lm's ``generate_step`` from the
 filled cache and streams text split into thinking and answer.
 
+A hybrid model's cache (Qwen3.5, Qwen3-Next: linear-attention layers whose recurrent state
+can't be trimmed) is reused the same way through snapshots of the linear layers' state at turn
+boundaries: before the last user message and before the generation prompt (chunks end there),
+and at the end of each re-encoded reply. A next prompt resumes from the live state when the
+cache's tokens are a prefix of it, else from the longest snapshot inside the common prefix
+(``prompt_cache.py``), so a follow-up turn prefills only the new message and the generation
+prompt, and an edited or regenerated turn only what follows the last boundary before it.
+
 Contract with the caller (the GUI worker, the CLI):
 
 - A malformed request (no messages, unknown role, empty last message, last message not from
@@ -38,13 +46,18 @@ from typing import Any, Callable, Iterator, Optional
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.generate import generate_step, generation_stream
-from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import make_prompt_cache
 
 from mlx_backend.errors import ContextOverflowError, RequestError
 from mlx_backend.events import ChatRequest, Event, Failed, Finished, PrefillProgress
 from mlx_backend.generation.decode import TokenStep, decode_reply
 from mlx_backend.generation.prefill import PrefillChunk, PrefillPolicy, prefill
-from mlx_backend.generation.prompt_cache import PromptCacheStore, common_prefix_length
+from mlx_backend.generation.prompt_cache import (
+    PromptCacheStore,
+    common_prefix_length,
+    is_restorable,
+    rewind,
+)
 from mlx_backend.generation.request import PreparedRequest, PromptRenderer, validate_request
 from mlx_backend.generation.sampling import (
     make_request_logits_processors,
@@ -307,11 +320,25 @@ class Engine:
             lambda: make_prompt_cache(self.model),
             self._signature(request),
         )
-        return RequestRun(
+        run = RequestRun(
             layers=checkout.layers,
             held=prepared.prompt[: checkout.reused],
             reused=checkout.reused,
+            snapshots=checkout.snapshots,
         )
+        if request.conversation_id and is_restorable(run.layers):
+            run.want_snapshots_at(self._turn_boundaries(prepared.prompt))
+        return run
+
+    def _turn_boundaries(self, prompt: list[int]) -> list[int]:
+        """Where a re-rendered history may first differ from this prompt: before the generation
+        prompt (a regenerated or edited reply) and before the last user message (an edited one).
+
+        Those are the starts of the last two turns. <|im_start|> is a special token (typed ones
+        are sanitized into text), so ``prompt[:p]`` is exactly the history rendered up to there.
+        """
+        start = self.tokenizer.token_to_id("<|im_start|>")
+        return [i for i, token in enumerate(prompt) if token == start][-2:]
 
     def _return_cache(self, prepared: PreparedRequest, run: RequestRun) -> None:
         conversation = prepared.request.conversation_id
@@ -320,7 +347,7 @@ class Engine:
         # Every layer must hold exactly the tokens we think it holds, or the cache is dropped.
         if all(layer.offset == len(run.held) for layer in run.layers):
             self.prompt_caches.put(
-                conversation, run.layers, run.held, self._signature(prepared.request)
+                conversation, run.layers, run.held, self._signature(prepared.request), run.snapshots
             )
 
     def _events(self, prepared: PreparedRequest, run: RequestRun, cancel: threading.Event) -> Iterator[Event]:
@@ -358,12 +385,18 @@ class Engine:
     def _prefill(
         self, prepared: PreparedRequest, run: RequestRun, tokens: list[int], cancel: threading.Event
     ) -> Iterator[PrefillChunk]:
-        """The shared prefill loop, keeping ``run`` in step with every finished chunk."""
+        """The shared prefill loop, keeping ``run`` in step with every finished chunk.
+
+        Chunks end at the run's snapshot boundaries, where the linear layers' state is kept.
+        """
+        start = len(run.held)
         for chunk in prefill(
-            self.model, run.layers, tokens, self.prefill_policy, cancel, kv_bits=prepared.request.kv_bits
+            self.model, run.layers, tokens, self.prefill_policy, cancel,
+            kv_bits=prepared.request.kv_bits, stops=[b - start for b in run.boundaries],
         ):
             run.held.extend(chunk.tokens)
             run.prefilled = len(run.held) - run.reused
+            run.snapshot_if_at_boundary()
             yield chunk
 
     def _start_decoding(self, prepared: PreparedRequest, run: RequestRun) -> Iterator[TokenStep]:
@@ -394,6 +427,10 @@ class Engine:
         turn's time to first token. It is exactly the work the next turn would otherwise do, it
         stops between chunks on cancel, and a next prompt that differs anyway (an edited
         history) still reuses only what matches.
+
+        A hybrid cache can't be trimmed to where the history diverges: it goes back to the
+        snapshot before the generation prompt (taken during this prefill), and the re-encoded
+        reply's end is snapshotted too, for a next turn whose user message is edited.
         """
         if cancel.is_set():
             return
@@ -404,9 +441,11 @@ class Engine:
         if keep == len(history):
             return
         if keep < len(run.held):
-            if not can_trim_prompt_cache(run.layers):
+            position = rewind(run.layers, len(run.held), run.snapshots, keep)
+            if position is None:
                 return
-            trim_prompt_cache(run.layers, len(run.held) - keep)
-            run.held = run.held[:keep]
-        for _ in self._prefill(prepared, run, history[keep:], cancel):
+            run.held = run.held[:position]
+        if run.boundaries:
+            run.want_snapshots_at([len(history)])
+        for _ in self._prefill(prepared, run, history[len(run.held) :], cancel):
             pass

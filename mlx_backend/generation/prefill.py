@@ -9,6 +9,10 @@ Each chunk does what ``generate_step``'s own prefill does: the model call, KV qu
 asked (``maybe_quantize_kv_cache`` from the first position, as the memory plan assumes), an
 evaluation of every layer's cache state and ``mx.clear_cache()``. The caller hands the final
 prompt token to ``generate_step``, which then produces the first logits from the filled cache.
+
+A chunk also ends at each of the caller's ``stops``: a hybrid model's linear layers can only be
+snapshotted between model calls, so the state at a turn boundary exists only if a chunk ends
+there. Without stops the chunks are exactly as before.
 """
 
 from __future__ import annotations
@@ -80,18 +84,22 @@ def prefill(
     cancel: threading.Event,
     *,
     kv_bits: Optional[int] = None,
+    stops: Sequence[int] = (),
 ) -> Iterator[PrefillChunk]:
     """Run ``model`` over ``tokens`` into ``layers``, yielding after every chunk.
 
     ``cancel`` is checked before each chunk; once it is set no further chunk starts and the
     generator ends, the cache holding exactly the chunks yielded so far. ``layers`` is updated
-    in place (quantization replaces its entries, as in mlx-lm).
+    in place (quantization replaces its entries, as in mlx-lm). No chunk spans a position in
+    ``stops`` (counted in ``tokens``): one ends there.
     """
     total = len(tokens)
+    stops = sorted(stop for stop in set(stops) if 0 < stop < total)
     done = 0
     size = policy.first_chunk_tokens
     while done < total and not cancel.is_set():
-        chunk = list(tokens[done : done + size])
+        end = min(done + size, next((stop for stop in stops if stop > done), total))
+        chunk = list(tokens[done:end])
         started = time.perf_counter()
         with mx.stream(generation_stream):
             # Only the keys and values are needed; the logits are never evaluated.
@@ -105,4 +113,5 @@ def prefill(
         done += len(chunk)
         speed = len(chunk) / seconds if seconds > 0 else float("inf")
         yield PrefillChunk(chunk, done, total, seconds, (total - done) / speed)
-        size = policy.next_chunk_tokens(len(chunk), seconds)
+        if len(chunk) == size:  # one cut short by a stop is too small to time the next by
+            size = policy.next_chunk_tokens(len(chunk), seconds)

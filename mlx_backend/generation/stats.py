@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 from mlx_backend.events import GenerationStats
-from mlx_backend.generation.prompt_cache import LayerCaches
+from mlx_backend.generation.prompt_cache import LayerCaches, Snapshots, take_snapshot
 from mlx_backend.memory.device import peak_memory_bytes
 from mlx_backend.memory.sizes import GB
 
@@ -25,6 +25,20 @@ class RequestRun:
     last_token_at: Optional[float] = None
     generated: int = 0
     broken: bool = False  # the cache may not match ``held``: never store it
+    # A hybrid cache's linear-layer states by position (see prompt_cache.py), and the positions
+    # where this request wants one (turn boundaries); both stay empty for a trimmable cache.
+    snapshots: Snapshots = field(default_factory=dict)
+    boundaries: set[int] = field(default_factory=set)
+
+    def want_snapshots_at(self, positions: Iterable[int]) -> None:
+        self.boundaries.update(p for p in positions if p > 0)
+        self.snapshot_if_at_boundary()
+
+    def snapshot_if_at_boundary(self) -> None:
+        """Snapshot the layers if they now hold exactly a wanted boundary's tokens."""
+        position = len(self.held)
+        if position in self.boundaries and position not in self.snapshots:
+            self.snapshots[position] = take_snapshot(self.layers)
 
     def stats(self, prompt_tokens: int) -> GenerationStats:
         prefill_end = self.first_token_at or time.perf_counter()
