@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import quantize_model, save_model
 
 from mlx_backend.hub.download import resolve_model_path
@@ -67,17 +67,13 @@ def convert(
 
     model = load_model(src_path, lazy=True)
     if dtype is not None:
-        target = DTYPES[dtype]
-        model.update(
-            tree_map(
-                lambda p: p.astype(target) if mx.issubdtype(p.dtype, mx.floating) else p,
-                model.parameters(),
-            )
-        )
+        _cast(model, DTYPES[dtype])
     # mlx-lm's own choices (the model's quant_predicate, e.g. the MoE router at 8 bits; layers
     # the group size does not divide stay unquantized), so both loaders rebuild these shapes.
     # It also prints the resulting bits per weight, as `mlx_lm.convert` does.
     model, out_config = quantize_model(model, config, group_size=group_size, bits=bits)
+    # A config mlx-lm's ModelArgs can read (Qwen3-Next: rope keys out of rope_parameters).
+    out_config = getattr(model, "config_for_mlx_lm", lambda c: c)(out_config)
     if dtype is not None:
         out_config["torch_dtype"] = dtype
 
@@ -94,6 +90,21 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dst
+
+
+def _cast(model, dtype: mx.Dtype) -> None:
+    """Cast the float parameters as mlx_lm.convert does: those the model's cast_predicate
+    keeps (the hybrids' fp32 A_log) stay as they are."""
+    keep = getattr(model, "cast_predicate", None) or (lambda _: True)
+    model.update(
+        tree_unflatten(
+            [
+                (k, v.astype(dtype))
+                for k, v in tree_flatten(model.parameters())
+                if mx.issubdtype(v.dtype, mx.floating) and keep(k)
+            ]
+        )
+    )
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:

@@ -15,6 +15,7 @@ from mlx_lm.models import qwen3_5 as mlx_qwen3_5
 from mlx_lm.models import qwen3_5_moe as mlx_qwen3_5_moe
 
 from mlx_backend.models.hybrid import (
+    check_per_expert_weights,
     fuse_per_expert_weights,
     install_rope,
     is_vision_weight,
@@ -34,6 +35,7 @@ class Model(mlx_qwen3_5.Model):
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         weights = {k: v for k, v in weights.items() if not is_vision_weight(k)}
+        check_per_expert_weights(weights, self.language_model.args.num_experts)
         return super().sanitize(fuse_per_expert_weights(weights))
 
 
