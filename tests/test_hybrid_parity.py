@@ -79,6 +79,22 @@ def test_logits_match_transformers_on_40_tokens(checkpoints, kind, tied):
     assert_close_to_reference(ours(model, ids), reference_logits(folder, kind, ids))
 
 
+@pytest.mark.parametrize("kind", ["dense", "moe"])
+def test_tied_by_the_top_level_flag_alone_as_transformers_reads_it(tmp_path, checkpoints, kind):
+    import shutil
+
+    folder = shutil.copytree(checkpoints[(kind, True)], tmp_path / kind)
+    config = json.loads((folder / "config.json").read_text())
+    del config["text_config"]["tie_word_embeddings"]
+    assert config["tie_word_embeddings"] is True
+    (folder / "config.json").write_text(json.dumps(config))
+
+    model = load_model(folder)
+    assert "lm_head" not in model.language_model
+    ids = prompt(40)
+    assert_close_to_reference(ours(model, ids), reference_logits(folder, kind, ids))
+
+
 @pytest.mark.parametrize("kind", ["dense", "next"])
 def test_logits_match_transformers_on_2100_tokens(checkpoints, kind):
     folder = checkpoints[(kind, False)]

@@ -22,7 +22,17 @@ from mlx_backend.models.hybrid import (
     make_hybrid_cache,
 )
 
-ModelArgs = mlx_qwen3_5.ModelArgs
+
+class ModelArgs(mlx_qwen3_5.ModelArgs):
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> "ModelArgs":
+        # transformers ties the embeddings by the top-level flag when text_config has none
+        # (mlx-lm reads text_config only, and would look for an lm_head that is not there).
+        text = params.get("text_config")
+        if isinstance(text, dict) and text.get("tie_word_embeddings") is None:
+            tie = bool(params.get("tie_word_embeddings", False))
+            params = {**params, "text_config": {**text, "tie_word_embeddings": tie}}
+        return super().from_dict(params)
 
 
 class Model(mlx_qwen3_5.Model):
