@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mlx_lm.models.switch_layers import QuantizedSwitchLinear
 from mlx_lm.utils import load_model as mlx_lm_load_model
-from mlx_lm.utils import save_config, save_model
+from mlx_lm.utils import quantize_model, save_config, save_model
 
 from mlx_backend.errors import ModelLoadError
 from mlx_backend.loading.loader import load_model
@@ -217,6 +217,22 @@ def test_mlx_community_layout_loads_to_the_same_logits(checkpoints, mlx_communit
     )
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_mlx_community_quantized_layout_written_by_mlx_lm_loads_identically(
+    tmp_path, mlx_community, kind
+):
+    """What mlx_lm.convert -q writes (its load, quantize_model, save): ours reads it as mlx-lm."""
+    model, config = mlx_lm_load_model(mlx_community[kind])
+    model, config = quantize_model(model, config, group_size=64, bits=4)
+    save_model(tmp_path, model)
+    save_config(config, tmp_path / "config.json")
+
+    ours = load_model(tmp_path)
+    theirs, _ = mlx_lm_load_model(tmp_path)
+    assert ours.load_info.bits == 4
+    np.testing.assert_array_equal(logits(ours), logits(theirs))
+
+
 # -- quantized: our convert, loaded here and by mlx-lm --------------------------------------------
 
 
@@ -390,3 +406,22 @@ def test_quantized_folder_with_a_quantized_vision_tower_loads_its_text_model(tmp
     })
     mx.save_safetensors(str(shard), weights, metadata={"format": "mlx"})
     np.testing.assert_array_equal(logits(load_model(folder)), expected)
+
+
+def test_cli_converts_a_multimodal_moe_release(tmp_path, fused, capsys):
+    import argparse
+
+    from mlx_backend.commands import convert as convert_command
+
+    parser = argparse.ArgumentParser()
+    convert_command.add_parser(parser.add_subparsers(dest="command", required=True))
+    dst = tmp_path / "q4"
+    args = parser.parse_args(["convert", str(fused["moe"]), str(dst), "--bits", "4", "--group-size", "32"])
+    assert args.run(args) == 0
+    assert f"Wrote {dst}: 4-bit" in capsys.readouterr().out
+
+    stored = mx.load(str(next(dst.glob("*.safetensors"))))
+    assert not any("visual" in k or "vision" in k for k in stored)  # the text model only
+    ours = load_model(dst)
+    theirs, _ = mlx_lm_load_model(dst)
+    np.testing.assert_array_equal(logits(ours), logits(theirs))

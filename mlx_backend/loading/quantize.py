@@ -1,8 +1,9 @@
-"""Quantize a bf16/fp32 Qwen3 checkpoint into an MLX folder (the mlx-community layout).
+"""Quantize a bf16/fp32 Qwen checkpoint into an MLX folder (the mlx-community layout).
 
 The output is what ``mlx_lm.convert -q`` writes: a config with a ``quantization`` block
 ({group_size, bits} plus per-layer overrides such as the MoE router kept at 8 bits), packed
-safetensors and the tokenizer files, so both Qwen Desk and mlx-lm load it.
+safetensors and the tokenizer files, so both Qwen Desk and mlx-lm load it. For the hybrid
+architectures the text model is written (the vision tower of a multimodal folder is not).
 """
 
 from __future__ import annotations
