@@ -324,11 +324,11 @@ def _to_common_float_dtype(
 ) -> dict[str, mx.array]:
     """Run in the checkpoint's own dtype; a few stray fp32 norms would otherwise upcast every
     activation that touches them (bf16 stays bf16, fp32 test checkpoints stay fp32). Tensors
-    the model's ``cast_predicate`` keeps (mlx-lm's hybrids: the fp32 ``A_log`` of the
+    the model's ``cast_predicate`` refuses (mlx-lm's hybrids: the fp32 ``A_log`` of the
     recurrent decay) stay as stored, as mlx-lm loads them."""
-    keep = cast_predicate or (lambda _: True)
+    may_cast = cast_predicate or (lambda _: True)
     return {
-        k: v.astype(dtype) if _is_float(v) and v.dtype != dtype and keep(k) else v
+        k: v.astype(dtype) if _is_float(v) and v.dtype != dtype and may_cast(k) else v
         for k, v in weights.items()
     }
 

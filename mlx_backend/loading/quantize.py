@@ -95,14 +95,14 @@ def convert(
 
 def _cast(model, dtype: mx.Dtype) -> None:
     """Cast the float parameters as mlx_lm.convert does: those the model's cast_predicate
-    keeps (the hybrids' fp32 A_log) stay as they are."""
-    keep = getattr(model, "cast_predicate", None) or (lambda _: True)
+    refuses (the hybrids' fp32 A_log) stay as they are."""
+    may_cast = getattr(model, "cast_predicate", None) or (lambda _: True)
     model.update(
         tree_unflatten(
             [
                 (k, v.astype(dtype))
                 for k, v in tree_flatten(model.parameters())
-                if mx.issubdtype(v.dtype, mx.floating) and keep(k)
+                if mx.issubdtype(v.dtype, mx.floating) and may_cast(k)
             ]
         )
     )
