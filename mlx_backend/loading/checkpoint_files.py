@@ -76,15 +76,25 @@ def read_safetensors_header(path: Path) -> SafetensorsHeader:
     return SafetensorsHeader(path, tensors, expected)
 
 
+def index_weight_map(folder: Path) -> dict[str, str] | None:
+    """The index's tensor name -> shard file name, or None for a folder without an index."""
+    index = folder / INDEX_FILE
+    if not index.is_file():
+        return None
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        if not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, AttributeError, TypeError):
+        raise ModelLoadError(f"{INDEX_FILE} in {folder} is not a valid index file.") from None
+    return dict(weight_map)
+
+
 def weight_files(folder: Path) -> list[Path]:
     """The safetensors files of a checkpoint folder, every shard of its index present."""
-    index = folder / INDEX_FILE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            shard_names = sorted(set(weight_map.values()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, AttributeError):
-            raise ModelLoadError(f"{INDEX_FILE} in {folder} is not a valid index file.") from None
+    weight_map = index_weight_map(folder)
+    if weight_map is not None:
+        shard_names = sorted(set(weight_map.values()))
         missing = [name for name in shard_names if not (folder / name).is_file()]
         if missing:
             raise ModelLoadError(

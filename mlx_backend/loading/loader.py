@@ -24,7 +24,11 @@ from mlx_backend.errors import ModelLoadError
 from mlx_backend.models import ARCHITECTURES, Architecture
 from mlx_backend.models.hybrid import check_layer_types, is_vision_weight
 from mlx_backend.models.shape import HYBRID_MODEL_TYPES, ModelShape, text_config
-from mlx_backend.loading.checkpoint_files import read_safetensors_header, weight_files
+from mlx_backend.loading.checkpoint_files import (
+    index_weight_map,
+    read_safetensors_header,
+    weight_files,
+)
 
 # Quantization methods of other runtimes (AutoAWQ, GPTQ, bitsandbytes, fp8...): not MLX-packed.
 _MLX_QUANT_MODES = {"affine", "mxfp4", "mxfp8", "nvfp4"}
@@ -136,7 +140,7 @@ def load_model(path: str | Path, *, lazy: bool = False) -> nn.Module:
     config = read_config(folder)
     module = architecture(config)
     args = model_args(config)
-    weights = _read_text_weights(weight_files(folder))
+    weights = _read_text_weights(folder)
     model = module.Model(args)
     try:
         weights = model.sanitize(weights)
@@ -147,7 +151,7 @@ def load_model(path: str | Path, *, lazy: bool = False) -> nn.Module:
         quantize_like_checkpoint(model, weights, quantization)
     _check_tensors_fit(model, weights, folder)
     dtype = _dominant_float_dtype(weights)
-    weights = _to_common_float_dtype(weights, dtype)
+    weights = _to_common_float_dtype(weights, dtype, getattr(model, "cast_predicate", None))
 
     model.load_weights(list(weights.items()), strict=True)
     if not lazy:
@@ -167,11 +171,19 @@ def load_model(path: str | Path, *, lazy: bool = False) -> nn.Module:
     return model
 
 
-def _read_text_weights(files: list[Path]) -> dict[str, mx.array]:
-    """Every tensor of the text model. A file of vision-tower tensors only is not opened, and
-    mx.load is lazy, so the vision tensors of mixed files are dropped without being read."""
+def _read_text_weights(folder: Path) -> dict[str, mx.array]:
+    """Every tensor of the text model. A shard the index lists as vision-tower tensors only is
+    not opened at all (nor is such an unindexed file read past its header), and mx.load is
+    lazy, so the vision tensors of mixed files are dropped without their data being read."""
+    weight_map = index_weight_map(folder) or {}
+    shard_tensors: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        shard_tensors.setdefault(shard, []).append(name)
     weights: dict[str, mx.array] = {}
-    for file in files:
+    for file in weight_files(folder):
+        indexed = shard_tensors.get(file.name)
+        if indexed and all(is_vision_weight(name) for name in indexed):
+            continue
         header = read_safetensors_header(file)  # rejects truncated files before MLX touches them
         if header.tensors and all(is_vision_weight(name) for name in header.tensors):
             continue
@@ -307,11 +319,17 @@ def _dominant_float_dtype(weights: dict[str, mx.array]) -> mx.Dtype:
     return max(bytes_by_dtype, key=bytes_by_dtype.__getitem__, default=mx.float32)
 
 
-def _to_common_float_dtype(weights: dict[str, mx.array], dtype: mx.Dtype) -> dict[str, mx.array]:
+def _to_common_float_dtype(
+    weights: dict[str, mx.array], dtype: mx.Dtype, cast_predicate: Any = None
+) -> dict[str, mx.array]:
     """Run in the checkpoint's own dtype; a few stray fp32 norms would otherwise upcast every
-    activation that touches them (bf16 stays bf16, fp32 test checkpoints stay fp32)."""
+    activation that touches them (bf16 stays bf16, fp32 test checkpoints stay fp32). Tensors
+    the model's ``cast_predicate`` refuses (mlx-lm's hybrids: the fp32 ``A_log`` of the
+    recurrent decay) stay as stored, as mlx-lm loads them."""
+    may_cast = cast_predicate or (lambda _: True)
     return {
-        k: v.astype(dtype) if _is_float(v) and v.dtype != dtype else v for k, v in weights.items()
+        k: v.astype(dtype) if _is_float(v) and v.dtype != dtype and may_cast(k) else v
+        for k, v in weights.items()
     }
 
 

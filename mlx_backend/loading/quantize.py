@@ -1,8 +1,9 @@
-"""Quantize a bf16/fp32 Qwen3 checkpoint into an MLX folder (the mlx-community layout).
+"""Quantize a bf16/fp32 Qwen checkpoint into an MLX folder (the mlx-community layout).
 
 The output is what ``mlx_lm.convert -q`` writes: a config with a ``quantization`` block
 ({group_size, bits} plus per-layer overrides such as the MoE router kept at 8 bits), packed
-safetensors and the tokenizer files, so both Qwen Desk and mlx-lm load it.
+safetensors and the tokenizer files, so both Qwen Desk and mlx-lm load it. For the hybrid
+architectures the text model is written (the vision tower of a multimodal folder is not).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import quantize_model, save_model
 
 from mlx_backend.hub.download import resolve_model_path
@@ -67,17 +68,13 @@ def convert(
 
     model = load_model(src_path, lazy=True)
     if dtype is not None:
-        target = DTYPES[dtype]
-        model.update(
-            tree_map(
-                lambda p: p.astype(target) if mx.issubdtype(p.dtype, mx.floating) else p,
-                model.parameters(),
-            )
-        )
+        _cast(model, DTYPES[dtype])
     # mlx-lm's own choices (the model's quant_predicate, e.g. the MoE router at 8 bits; layers
     # the group size does not divide stay unquantized), so both loaders rebuild these shapes.
     # It also prints the resulting bits per weight, as `mlx_lm.convert` does.
     model, out_config = quantize_model(model, config, group_size=group_size, bits=bits)
+    # A config mlx-lm's ModelArgs can read (Qwen3-Next: rope keys out of rope_parameters).
+    out_config = getattr(model, "config_for_mlx_lm", lambda c: c)(out_config)
     if dtype is not None:
         out_config["torch_dtype"] = dtype
 
@@ -94,6 +91,21 @@ def convert(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dst
+
+
+def _cast(model, dtype: mx.Dtype) -> None:
+    """Cast the float parameters as mlx_lm.convert does: those the model's cast_predicate
+    refuses (the hybrids' fp32 A_log) stay as they are."""
+    may_cast = getattr(model, "cast_predicate", None) or (lambda _: True)
+    model.update(
+        tree_unflatten(
+            [
+                (k, v.astype(dtype))
+                for k, v in tree_flatten(model.parameters())
+                if mx.issubdtype(v.dtype, mx.floating) and may_cast(k)
+            ]
+        )
+    )
 
 
 def _copy_side_files(src: Path, dst: Path) -> None:

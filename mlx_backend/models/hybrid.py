@@ -89,6 +89,34 @@ def fuse_per_expert_weights(weights: dict[str, mx.array]) -> dict[str, mx.array]
     return rest
 
 
+def check_per_expert_weights(weights: Mapping[str, Any], num_experts: int) -> None:
+    """Every MoE layer written one tensor per expert has all ``num_experts`` experts, each with
+    its three projections; otherwise a ValueError names the first tensor that is missing."""
+    experts: dict[str, set[tuple[int, str]]] = {}
+    for key in weights:
+        match = _PER_EXPERT.match(key)
+        if match is not None:
+            experts.setdefault(match.group(1), set()).add((int(match.group(2)), match.group(3)))
+    for prefix in sorted(experts):
+        found = experts[prefix]
+        beyond = sorted(e for e, _ in found if e >= num_experts)
+        if beyond:
+            raise ValueError(
+                f"{prefix} has expert {beyond[-1]} but config.json says num_experts is "
+                f"{num_experts}"
+            )
+        missing = [
+            f"{prefix}.experts.{e}.{name}.weight"
+            for e in range(num_experts)
+            for name in ("gate_proj", "up_proj", "down_proj")
+            if (e, name) not in found
+        ]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} expert tensor(s) of {prefix} are missing (e.g. {missing[0]})"
+            )
+
+
 def split_fused_expert_weights(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     """The fused layout -> one tensor per expert (the layout mlx-lm's Qwen3-Next reads)."""
     out: dict[str, mx.array] = {}

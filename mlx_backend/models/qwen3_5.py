@@ -15,13 +15,24 @@ from mlx_lm.models import qwen3_5 as mlx_qwen3_5
 from mlx_lm.models import qwen3_5_moe as mlx_qwen3_5_moe
 
 from mlx_backend.models.hybrid import (
+    check_per_expert_weights,
     fuse_per_expert_weights,
     install_rope,
     is_vision_weight,
     make_hybrid_cache,
 )
 
-ModelArgs = mlx_qwen3_5.ModelArgs
+
+class ModelArgs(mlx_qwen3_5.ModelArgs):
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> "ModelArgs":
+        # transformers ties the embeddings by the top-level flag when text_config has none
+        # (mlx-lm reads text_config only, and would look for an lm_head that is not there).
+        text = params.get("text_config")
+        if isinstance(text, dict) and text.get("tie_word_embeddings") is None:
+            tie = bool(params.get("tie_word_embeddings", False))
+            params = {**params, "text_config": {**text, "tie_word_embeddings": tie}}
+        return super().from_dict(params)
 
 
 class Model(mlx_qwen3_5.Model):
@@ -34,6 +45,7 @@ class Model(mlx_qwen3_5.Model):
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         weights = {k: v for k, v in weights.items() if not is_vision_weight(k)}
+        check_per_expert_weights(weights, self.language_model.args.num_experts)
         return super().sanitize(fuse_per_expert_weights(weights))
 
 

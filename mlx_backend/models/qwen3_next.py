@@ -12,21 +12,28 @@ import mlx.core as mx
 from mlx_lm.models import qwen3_next as mlx_qwen3_next
 
 from mlx_backend.models.hybrid import (
+    check_per_expert_weights,
     install_rope,
     make_hybrid_cache,
     split_fused_expert_weights,
 )
 
+
+def lift_rope_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """transformers >= 5 writes rope_theta and partial_rotary_factor inside rope_parameters;
+    mlx-lm's ModelArgs wants them (required) at the top level."""
+    rope = params.get("rope_parameters") or {}
+    lifted = {k: rope[k] for k in ("rope_theta", "partial_rotary_factor") if k in rope}
+    params = {**lifted, **{k: v for k, v in params.items() if v is not None}}
+    if rope and not params.get("rope_scaling"):
+        params["rope_scaling"] = rope
+    return params
+
+
 class ModelArgs(mlx_qwen3_next.ModelArgs):
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> "ModelArgs":
-        # transformers >= 5 writes rope_theta and partial_rotary_factor inside rope_parameters.
-        rope = params.get("rope_parameters") or {}
-        lifted = {k: rope[k] for k in ("rope_theta", "partial_rotary_factor") if k in rope}
-        params = {**lifted, **{k: v for k, v in params.items() if v is not None}}
-        if rope and not params.get("rope_scaling"):
-            params["rope_scaling"] = rope
-        return super().from_dict(params)
+        return super().from_dict(lift_rope_parameters(params))
 
 
 class Model(mlx_qwen3_next.Model):
@@ -38,4 +45,18 @@ class Model(mlx_qwen3_next.Model):
         return make_hybrid_cache(self.layers)
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
-        return super().sanitize(split_fused_expert_weights(weights))
+        weights = split_fused_expert_weights(weights)
+        check_per_expert_weights(weights, self.args.num_experts)  # mlx-lm would KeyError
+        return super().sanitize(weights)
+
+    @property
+    def cast_predicate(self):
+        # As mlx-lm's Qwen3.5: the recurrent decay's A_log keeps its (fp32) precision.
+        return lambda path: not path.endswith("A_log")
+
+    @staticmethod
+    def config_for_mlx_lm(config: dict[str, Any]) -> dict[str, Any]:
+        """What convert writes: the rope keys where mlx-lm's ModelArgs reads them."""
+        rope = config.get("rope_parameters") or {}
+        lifted = {k: rope[k] for k in ("rope_theta", "partial_rotary_factor") if k in rope}
+        return {**lifted, **config}
