@@ -120,3 +120,37 @@ def test_yarn_on_a_qwen3_5_model_matches_transformers(dense_folder: Path):
 
     assert np.abs(ours - theirs).max() < 1e-4
     assert np.abs(ours - plain).max() > 0.05  # YaRN really changed the computation
+
+
+@pytest.fixture(scope="module")
+def next_engine(tmp_path_factory):
+    """A tiny Qwen3-Next engine (Qwen3 vocabulary, so the small Qwen3 tokenizer files do) with a
+    64-position window, so that the recipe's window (4 x 64) is reachable by a prompt."""
+    pytest.importorskip("torch")
+    if not hybrid_fixtures_available():
+        pytest.skip("shared fixtures missing")
+    from mlx_backend.generation.engine import Engine
+    from mlx_backend.loading.loader import load
+    from tests.support.hybrid_checkpoints import write_hybrid_checkpoint
+    from tests.support.tokenizers import write_qwen3_tokenizer
+
+    folder = write_hybrid_checkpoint(tmp_path_factory.mktemp("next") / "next", kind="next",
+                                     tokenizer=False, max_position_embeddings=64, vocab_size=151936)
+    write_qwen3_tokenizer(folder, "hybrid")
+    return Engine(*load(folder))
+
+
+def test_engine_on_a_hybrid_uses_the_recipe_window_rope_and_hint(next_engine):
+    from dataclasses import replace
+
+    from mlx_backend.errors import ContextOverflowError
+    from mlx_backend.events import ChatMessage, ChatRequest
+
+    engine = next_engine
+    assert engine.info.context_length == 64 and engine.info.yarn_context_length == 256
+    request = ChatRequest(messages=(ChatMessage("user", "one two three " * 20),), max_tokens=16)
+    prepared = engine.prepare(replace(request, yarn_factor=4.0))
+    assert prepared.rope_scaling == {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}
+    assert 64 < len(prepared.prompt) + 16 <= 256  # too long natively, fits with YaRN
+    with pytest.raises(ContextOverflowError, match=r"turn on long context \(YaRN\) for up to 256 tokens"):
+        engine.prepare(request)
