@@ -378,3 +378,19 @@ def test_quantized_hybrid_moe_is_measured_with_its_8bit_routers(hybrid_folders, 
     # Without the 8-bit entries the same config would measure smaller: they are counted.
     four_only = {**config, "quantization": {"group_size": 64, "bits": 4}}
     assert estimate_weights_bytes(four_only) < estimate_weights_bytes(config)
+
+
+@needs_family
+@pytest.mark.parametrize("name", ["Qwen3.5-9B", "Qwen3.5-35B-A3B", "Qwen3-Next-80B-A3B-Instruct"])
+def test_published_configs_measure_no_mtp_or_vision_weights(name):
+    from mlx.utils import tree_flatten
+
+    from mlx_backend.loading.loader import architecture, model_args
+
+    config = published(name)
+    if "text_config" in config:  # the Qwen3.5 releases carry an MTP layer and a vision tower
+        assert config["text_config"]["mtp_num_hidden_layers"] == 1 and config["vision_config"]
+    model = architecture(config).Model(model_args(config))  # lazy: nothing allocated
+    paths = [path for path, _ in tree_flatten(model.parameters())]
+    assert not [p for p in paths if "mtp" in p or "visual" in p or "vision" in p]
+    assert count_parameters(config) == sum(v.size for _, v in tree_flatten(model.parameters()))
