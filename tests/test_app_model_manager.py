@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 
 from app.models.manager import ModelManager
 from app.settings import Settings
-from mlx_backend.hub.catalog import find
+from mlx_backend.hub.catalog import CATALOG, find
 from mlx_backend.hub.download import DownloadCancelled, list_cached_models
 from tests.support.checkpoints import write_random_checkpoint
 
@@ -56,9 +56,13 @@ def test_badges_come_from_the_memory_planner(qtbot, hf_cache) -> None:
         badge = manager.rows[repo].badge
         assert (badge.text(), badge.objectName()) == (word, name)
         assert badge.toolTip() == find(repo).plan(budget_bytes=BUDGET_16GB_MAC).message
-    assert len([key for key in manager.rows if key.startswith("mlx-community/")]) == 24
-    assert manager.recommended.repo_id == "mlx-community/Qwen3-8B-4bit"
-    assert manager.rows["mlx-community/Qwen3-8B-4bit"].tag.text() == "Recommended for this Mac"
+    assert len([key for key in manager.rows if key.startswith("mlx-community/")]) == len(CATALOG)
+    # A 2026 model wins on a 16 GB Mac; the large-Mac MoE says who it is for.
+    assert manager.recommended.repo_id == "mlx-community/Qwen3.5-9B-4bit"
+    assert manager.rows["mlx-community/Qwen3.5-9B-4bit"].tag.text() == "Recommended for this Mac"
+    assert manager.rows["mlx-community/Qwen3.5-122B-A10B-4bit"].tag.text() == "For Macs with 128 GB or more"
+    assert manager.rows["mlx-community/Qwen3.5-122B-A10B-4bit"].badge.objectName() == "Badge_wont_fit"
+    assert manager.rows["mlx-community/Qwen3-8B-4bit"].tag.text() == ""
 
 
 def test_an_offline_download_fails_clearly_and_lists_no_half_model(qtbot, hf_cache) -> None:
@@ -228,7 +232,7 @@ def test_first_run_opens_the_manager_pointing_at_the_default(qtbot, hf_cache) ->
         window.show()
         manager = window.open_model_manager(first_run=True)
         assert manager.isVisible()
-        assert manager.recommended.repo_id == "mlx-community/Qwen3-4B-Instruct-2507-4bit"
+        assert manager.recommended.repo_id == "mlx-community/Qwen3.5-4B-4bit"
         with qtbot.waitSignal(client.loadStarted, timeout=5000) as started:
             manager.modelChosen.emit(SMALL)
         assert started.args == [SMALL] and window.settings.model == SMALL

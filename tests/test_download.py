@@ -235,3 +235,30 @@ def test_delete_unknown_model(hf_cache):
 def test_empty_or_missing_cache_lists_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "never-created"))
     assert list_cached_models() == []
+
+
+def test_cached_2026_qwen_models_are_listed(tmp_path, hf_cache):
+    import pytest
+
+    from tests.support.hybrid_checkpoints import FAMILY, hybrid_fixtures_available
+
+    if not hybrid_fixtures_available():
+        pytest.skip("shared fixtures missing")
+    releases = {"Qwen3.5-9B": "qwen3_5", "Qwen3.5-35B-A3B": "qwen3_5_moe",
+                "Qwen3-Next-80B-A3B-Instruct": "qwen3_next"}
+    for name in releases:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_bytes((FAMILY / name / "config.json").read_bytes())
+        add_to_cache(hf_cache, f"mlx-community/{name}-4bit", folder)
+    add_to_cache(hf_cache, "meta/Llama-tiny", write_random_checkpoint(tmp_path / "llama", model_type="llama"))
+
+    models = {m.repo_id: m.model_type for m in list_cached_models()}
+    assert models == {f"mlx-community/{name}-4bit": kind for name, kind in releases.items()}
+
+
+def test_the_cache_lists_every_model_type_the_loader_runs():
+    from mlx_backend.hub.download import QWEN3_MODEL_TYPES
+    from mlx_backend.loading.loader import ARCHITECTURES
+
+    assert QWEN3_MODEL_TYPES == frozenset(ARCHITECTURES)

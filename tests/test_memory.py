@@ -283,3 +283,114 @@ def test_plan_reads_a_config_json_path_and_says_when_there_is_none(tmp_path):
     empty.mkdir()
     with pytest.raises(ModelLoadError, match="has no config.json"):
         plan_memory(empty, 1_024)
+
+
+# --- the 2026 hybrids: KV only on full-attention layers, a constant state on linear ones -------
+
+from mlx_backend.memory.sizes import estimate_linear_state_bytes, kv_bytes_per_token  # noqa: E402
+from tests.support.hybrid_checkpoints import FAMILY, hybrid_fixtures_available  # noqa: E402
+
+needs_family = pytest.mark.skipif(not hybrid_fixtures_available(), reason="shared fixtures missing")
+
+
+def published(name):
+    return json.loads((FAMILY / name / "config.json").read_text())
+
+
+@needs_family
+def test_qwen3_5_9b_kv_and_linear_state_by_hand():
+    config = published("Qwen3.5-9B")
+    # 32 layers, every 4th full attention: 8 layers x 4 KV heads x 256 x (K, V) x bf16.
+    assert kv_bytes_per_token(config) == 8 * 4 * 256 * 2 * 2 == 32768
+    # 24 Gated DeltaNet layers: conv window 3 x (2 x 16 x 128 + 32 x 128) bf16
+    # + recurrent state 32 heads x 128 x 128 float32.
+    per_layer = 3 * (2 * 16 * 128 + 32 * 128) * 2 + 32 * 128 * 128 * 4
+    assert estimate_linear_state_bytes(config) == 24 * per_layer == 51_511_296
+
+
+@needs_family
+def test_plan_counts_the_linear_state_once_whatever_the_context():
+    config = published("Qwen3.5-27B")
+    short, long = (plan_memory(config, n, budget_bytes=10**12) for n in (4096, 131072))
+    assert short.linear_state_bytes == long.linear_state_bytes == estimate_linear_state_bytes(config) > 0
+    for plan in (short, long):
+        assert plan.total_bytes == (plan.weights_bytes + plan.kv_cache_bytes
+                                    + plan.linear_state_bytes + plan.overhead_bytes)
+        assert "linear-attention state" in plan.message
+    # KV grows with the context, and only for the 16 full-attention layers of 64.
+    assert long.kv_cache_bytes - short.kv_cache_bytes == (131072 - 4096) * 16 * 4 * 256 * 2 * 2
+    # Qwen3 has no linear layers: nothing added, nothing said.
+    qwen3 = plan_memory(QWEN3_8B, 4096, budget_bytes=10**12)
+    assert qwen3.linear_state_bytes == 0 and "linear-attention" not in qwen3.message
+
+
+@needs_family
+def test_the_linear_state_can_tip_a_verdict():
+    config = published("Qwen3.5-0.8B")
+    plan = plan_memory(config, 256, budget_bytes=10**12)
+    without_state = plan.weights_bytes + plan.kv_cache_bytes + plan.overhead_bytes
+    budget = without_state + plan.linear_state_bytes // 2  # enough only if the state were free
+    assert plan_memory(config, 256, budget_bytes=budget).verdict == "wont_fit"
+
+
+@pytest.fixture(scope="module")
+def hybrid_folders(tmp_path_factory):
+    pytest.importorskip("torch")
+    if not hybrid_fixtures_available():
+        pytest.skip("shared fixtures missing")
+    from tests.support.hybrid_checkpoints import write_hybrid_checkpoint
+
+    root = tmp_path_factory.mktemp("hybrid-sizes")
+    return {kind: write_hybrid_checkpoint(root / kind, kind=kind, tokenizer=False)
+            for kind in ("dense", "moe", "next")}
+
+
+@pytest.mark.parametrize("kind", ["dense", "moe", "next"])
+def test_hybrid_estimate_is_the_loaded_text_model_without_vision_or_mtp(hybrid_folders, kind):
+    from safetensors import safe_open
+
+    folder = hybrid_folders[kind]
+    config = json.loads((folder / "config.json").read_text())
+    loaded = model_nbytes(load_model(folder))
+    assert estimate_weights_bytes(config) == loaded
+    # The checkpoint holds more (Qwen3.5's vision tower): none of it is counted or loaded.
+    stored, skipped = 0, 0
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), "np") as f:
+            for key in f.keys():
+                n = f.get_tensor(key).nbytes
+                stored += n
+                skipped += n if (".visual." in f".{key}" or key.startswith("mtp.")) else 0
+    if kind != "next":
+        assert skipped > 0
+    assert loaded == stored - skipped
+
+
+@pytest.mark.parametrize("kind", ["moe", "next"])
+def test_quantized_hybrid_moe_is_measured_with_its_8bit_routers(hybrid_folders, tmp_path, kind):
+    from mlx_backend.loading.quantize import convert
+
+    out = convert(hybrid_folders[kind], tmp_path / f"{kind}-4bit", bits=4)
+    config = json.loads((out / "config.json").read_text())
+    routers = [k for k, v in config["quantization"].items() if isinstance(v, dict) and v.get("bits") == 8]
+    assert routers and all(k.endswith(("mlp.gate", "shared_expert_gate")) for k in routers)
+    assert estimate_weights_bytes(config) == model_nbytes(load_model(out))
+    # Without the 8-bit entries the same config would measure smaller: they are counted.
+    four_only = {**config, "quantization": {"group_size": 64, "bits": 4}}
+    assert estimate_weights_bytes(four_only) < estimate_weights_bytes(config)
+
+
+@needs_family
+@pytest.mark.parametrize("name", ["Qwen3.5-9B", "Qwen3.5-35B-A3B", "Qwen3-Next-80B-A3B-Instruct"])
+def test_published_configs_measure_no_mtp_or_vision_weights(name):
+    from mlx.utils import tree_flatten
+
+    from mlx_backend.loading.loader import architecture, model_args
+
+    config = published(name)
+    if "text_config" in config:  # the Qwen3.5 releases carry an MTP layer and a vision tower
+        assert config["text_config"]["mtp_num_hidden_layers"] == 1 and config["vision_config"]
+    model = architecture(config).Model(model_args(config))  # lazy: nothing allocated
+    paths = [path for path, _ in tree_flatten(model.parameters())]
+    assert not [p for p in paths if "mtp" in p or "visual" in p or "vision" in p]
+    assert count_parameters(config) == sum(v.size for _, v in tree_flatten(model.parameters()))

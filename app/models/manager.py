@@ -155,7 +155,7 @@ class ModelManager(QDialog):
             self._list_layout.addWidget(empty)
         for model in installed:
             self._add_installed_row(model)
-        self._add_section("Qwen3 models from mlx-community")
+        self._add_section("Qwen models from mlx-community")
         for entry in CATALOG:
             if entry.repo_id.lower() not in installed_keys:
                 self._add_catalog_row(entry)
@@ -191,6 +191,8 @@ class ModelManager(QDialog):
         row = ModelRow(entry.repo_id, entry.display_name, detail, entry.plan(budget_bytes=self.budget_bytes), self._list)
         if entry.repo_id == self.recommended.repo_id:
             row.tag.setText("Recommended for this Mac")
+        elif entry.large_mac:
+            row.tag.setText("For Macs with 128 GB or more")
         task = self.downloads.get(entry.repo_id)
         if task is not None and task.running:
             self._show_downloading(row, task)

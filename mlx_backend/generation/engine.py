@@ -73,9 +73,11 @@ from mlx_backend.models.shape import ModelShape, shape_of
 from mlx_backend.models.limits import (
     DEFAULT_YARN_FACTOR,
     KV_GROUP_SIZE,
+    YarnRecipe,
     context_window,
     kv_quantizable,
-    yarn_original_context,
+    no_recipe_message,
+    yarn_recipe,
 )
 from mlx_backend.text.tokenizer import Qwen3Tokenizer
 
@@ -173,11 +175,7 @@ class Engine:
             name=self._name,
             model_type=self._shape.model_type,
             context_length=self.context_length(),
-            yarn_context_length=(
-                self.context_length(DEFAULT_YARN_FACTOR)
-                if self.tokenizer.thinking_mode == "hybrid"
-                else None
-            ),
+            yarn_context_length=self._yarn_recipe.window() if self._yarn_recipe else None,
             thinking_mode=self.tokenizer.thinking_mode,
             weights_bytes=self._weights_bytes,
             num_layers=self._shape.num_layers,
@@ -189,8 +187,23 @@ class Engine:
         )
 
     def context_length(self, yarn_factor: Optional[float] = None) -> int:
-        """Tokens the model can attend over, natively or with YaRN at ``yarn_factor``."""
-        return context_window(self._shape.max_position_embeddings, self._base_rope, yarn_factor)
+        """Tokens the model can attend over, natively or with YaRN at ``yarn_factor``; raises
+        RequestError for a factor where the model has no published YaRN recipe."""
+        if yarn_factor is not None and self._yarn_recipe is None:
+            raise RequestError(no_recipe_message(self._name))
+        return context_window(
+            self._shape.max_position_embeddings, self._base_rope, yarn_factor, self._yarn_recipe
+        )
+
+    @property
+    def _yarn_recipe(self) -> Optional[YarnRecipe]:
+        # By the model family's card (limits.yarn_recipe), or the config's own YaRN.
+        return yarn_recipe(
+            self._shape.model_type,
+            self.tokenizer.thinking_mode,
+            self._shape.max_position_embeddings,
+            self._base_rope,
+        )
 
     def _default_cache_budget(self) -> int:
         # A quarter of what the weights leave free, within [256 MiB, 4 GiB]: enough for a few
@@ -246,7 +259,7 @@ class Engine:
             return
         hint = "Start a new chat or shorten the messages or documents"
         if self._yarn_would_fit(prompt_tokens, request):
-            hint += f", or turn on long context (YaRN) for up to {self.context_length(DEFAULT_YARN_FACTOR):,} tokens"
+            hint += f", or turn on long context (YaRN) for up to {self._yarn_recipe.window():,} tokens"
         raise ContextOverflowError(
             f"This conversation is {prompt_tokens:,} tokens long, but {self._name} can attend "
             f"over {context:,} tokens and {room:,} of them must stay free for the answer. "
@@ -256,11 +269,10 @@ class Engine:
     def _yarn_would_fit(self, prompt_tokens: int, request: ChatRequest) -> bool:
         """Would turning YaRN on make this prompt fit? Not if it is on already (by the request or
         the model's config), not for 2507 models (no published YaRN recipe), not if still too long."""
-        if request.yarn_factor is not None or self.tokenizer.thinking_mode != "hybrid":
+        recipe = self._yarn_recipe
+        if request.yarn_factor is not None or recipe is None or recipe.in_config:
             return False
-        if self._base_rope and self._base_rope.get("rope_type") == "yarn":
-            return False
-        context = self.context_length(DEFAULT_YARN_FACTOR)
+        context = recipe.window()
         room = min(request.max_tokens, self.answer_room_tokens, context // 4)
         return prompt_tokens + room <= context
 
@@ -270,9 +282,7 @@ class Engine:
         return {
             "rope_type": "yarn",
             "factor": float(yarn_factor),
-            "original_max_position_embeddings": yarn_original_context(
-                self._shape.max_position_embeddings, self._base_rope
-            ),
+            "original_max_position_embeddings": self._yarn_recipe.original_context,
         }
 
     def _use_rope(self, rope_scaling: Optional[dict[str, Any]]) -> None:

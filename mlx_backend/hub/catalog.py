@@ -1,4 +1,4 @@
-"""The curated list of Qwen3 models the app offers, with what each needs in memory.
+"""The curated list of Qwen models the app offers, with what each needs in memory.
 
 Each entry carries a ``config`` that mirrors the mlx-community release's config.json (dimensions,
 quantization), so the memory planner can judge it before anything is downloaded. Sizes are the
@@ -35,6 +35,7 @@ class CatalogModel:
     thinking_mode: ThinkingMode
     config: Mapping[str, Any]
     description: str
+    large_mac: bool = False  # only for Macs with lots of memory (128 GB and more)
 
     @property
     def display_name(self) -> str:
@@ -57,6 +58,7 @@ class _Family:
     thinking_mode: ThinkingMode
     dims: Mapping[str, Any]
     description: str
+    large_mac: bool = False
 
 
 def _dense(hidden: int, intermediate: int, layers: int, heads: int, tie: bool) -> dict[str, Any]:
@@ -136,19 +138,140 @@ _FAMILIES: tuple[_Family, ...] = (
 )
 
 
+# --- The 2026 hybrids: Gated DeltaNet x3 + full attention, head_dim 256, partial rotary 0.25 ---
+_HYBRID_CONTEXT = 262144
+_VOCAB_248K = 248320
+
+
+def _hybrid_text(hidden: int, layers: int, heads: int, kv_heads: int, value_heads: int) -> dict[str, Any]:
+    return {
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": 256,
+        "linear_num_key_heads": 16,
+        "linear_num_value_heads": value_heads,
+        "linear_key_head_dim": 128,
+        "linear_value_head_dim": 128,
+        "linear_conv_kernel_dim": 4,
+        "full_attention_interval": 4,
+        "max_position_embeddings": _HYBRID_CONTEXT,
+        "rms_norm_eps": 1e-6,
+        "attn_output_gate": True,
+        "dtype": "bfloat16",
+    }
+
+
+# As the Qwen3.5 releases write it (mRoPE sections only matter for images).
+_QWEN3_5_ROPE = {"mrope_interleaved": True, "mrope_section": [11, 11, 10], "rope_type": "default",
+                 "rope_theta": 10000000, "partial_rotary_factor": 0.25}
+
+
+def _qwen3_5(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int,
+             value_heads: int, tie: bool) -> dict[str, Any]:
+    text = {**_hybrid_text(hidden, layers, heads, kv_heads, value_heads),
+            "model_type": "qwen3_5_text", "intermediate_size": intermediate,
+            "rope_parameters": dict(_QWEN3_5_ROPE),
+            "vocab_size": _VOCAB_248K, "tie_word_embeddings": tie}
+    # The release is multimodal; its vision tower and MTP layer are not loaded, so not sized.
+    return {"model_type": "qwen3_5", "architectures": ["Qwen3_5ForConditionalGeneration"],
+            "tie_word_embeddings": tie, "text_config": text}
+
+
+def _qwen3_5_moe(hidden: int, layers: int, heads: int, kv_heads: int, value_heads: int,
+                 experts: int, top_k: int, expert_intermediate: int) -> dict[str, Any]:
+    text = {**_hybrid_text(hidden, layers, heads, kv_heads, value_heads),
+            "model_type": "qwen3_5_moe_text", "num_experts": experts, "num_experts_per_tok": top_k,
+            "rope_parameters": dict(_QWEN3_5_ROPE),
+            "moe_intermediate_size": expert_intermediate,
+            "shared_expert_intermediate_size": expert_intermediate,
+            "vocab_size": _VOCAB_248K, "tie_word_embeddings": False}
+    return {"model_type": "qwen3_5_moe", "architectures": ["Qwen3_5MoeForConditionalGeneration"],
+            "tie_word_embeddings": False, "text_config": text}
+
+
+# Qwen3-Next-80B-A3B-Instruct's published config.json (flat, Qwen3 vocabulary, 512 experts top-10).
+_QWEN3_NEXT = {
+    **_hybrid_text(2048, 48, 16, 2, 32),
+    "model_type": "qwen3_next", "architectures": ["Qwen3NextForCausalLM"],
+    "intermediate_size": 5120, "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+    "num_experts": 512, "num_experts_per_tok": 10, "decoder_sparse_step": 1, "mlp_only_layers": [],
+    "norm_topk_prob": True, "vocab_size": QWEN3_VOCAB, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "rope_theta": 10000000, "partial_rotary_factor": 0.25, "rope_scaling": None,
+}
+_QWEN3_5_27B = _qwen3_5(5120, 17408, 64, 24, 4, 48, False)
+_QWEN3_5_35B_A3B = _qwen3_5_moe(2048, 40, 16, 2, 32, 256, 8, 512)
+
+# Published config.json values (shared/fixtures/qwen3.5-family) where we have the file:
+# Qwen3.5 0.8B-35B-A3B, Qwen3.6-27B, Qwen3.8-27B (identical to 3.6-27B), Qwen3-Next Instruct.
+# Derived, not read from a file (say so if a badge looks wrong):
+# - Qwen3.6-35B-A3B: the Qwen3.5-35B-A3B dimensions (3.6-27B kept 3.5-27B's exactly).
+# - Qwen3-Next-80B-A3B-Thinking: the Instruct config (same release, same architecture card).
+# - Qwen3.5-122B-A10B: hidden 3072, 48 layers, 32 heads / 2 KV, 64 linear value heads,
+#   256 experts top-8 of 1024, as we recall the published card; not checked against its
+#   config.json. Measured lazily that is 122.0B total, about 10B active, matching the name.
+_HYBRID_FAMILIES: tuple[_Family, ...] = (
+    _Family("Qwen3.5-0.8B", "dense", "0.8B", _HYBRID_CONTEXT, "hybrid",
+            _qwen3_5(1024, 3584, 24, 8, 2, 16, True),
+            "2026 Qwen, tiny: quick rewrites on any Mac; 256K context."),
+    _Family("Qwen3.5-2B", "dense", "2B", _HYBRID_CONTEXT, "hybrid",
+            _qwen3_5(2048, 6144, 24, 8, 2, 16, True),
+            "2026 Qwen, small and fast, thinking on or off; 256K context."),
+    _Family("Qwen3.5-4B", "dense", "4B", _HYBRID_CONTEXT, "hybrid",
+            _qwen3_5(2560, 9216, 32, 16, 4, 32, True),
+            "2026 all-rounder for 8 GB Macs; thinking on or off, 256K context."),
+    _Family("Qwen3.5-9B", "dense", "9B", _HYBRID_CONTEXT, "hybrid",
+            _qwen3_5(4096, 12288, 32, 16, 4, 32, False),
+            "2026 everyday model for 16 GB Macs; thinking on or off, 256K context."),
+    _Family("Qwen3.5-27B", "dense", "27B", _HYBRID_CONTEXT, "hybrid", _QWEN3_5_27B,
+            "2026 dense 27B: strong reasoning; wants 32 GB or more."),
+    _Family("Qwen3.5-35B-A3B", "moe", "35B total, 3B active", _HYBRID_CONTEXT, "hybrid",
+            _QWEN3_5_35B_A3B,
+            "2026 mixture of experts: 35B quality at the speed of a 3B model."),
+    _Family("Qwen3.5-122B-A10B", "moe", "122B total, 10B active", _HYBRID_CONTEXT, "hybrid",
+            _qwen3_5_moe(3072, 48, 32, 2, 64, 256, 8, 1024),
+            "2026 large mixture of experts; for Macs with 128 GB or more.", large_mac=True),
+    _Family("Qwen3.6-27B", "dense", "27B", _HYBRID_CONTEXT, "hybrid", _QWEN3_5_27B,
+            "April 2026 update of the 27B; can keep its reasoning across turns."),
+    _Family("Qwen3.6-35B-A3B", "moe", "35B total, 3B active", _HYBRID_CONTEXT, "hybrid",
+            _QWEN3_5_35B_A3B,
+            "April 2026 update of the 35B MoE: fast, keeps reasoning across turns if asked."),
+    _Family("Qwen3.8-27B", "dense", "27B", _HYBRID_CONTEXT, "hybrid", _QWEN3_5_27B,
+            "August 2026 27B with a reasoning-effort setting; wants 32 GB or more."),
+    _Family("Qwen3-Next-80B-A3B-Instruct", "moe", "80B total, 3B active", _HYBRID_CONTEXT, "never",
+            _QWEN3_NEXT, "Hybrid-attention 80B MoE (Sept 2025): direct answers, 256K context."),
+    _Family("Qwen3-Next-80B-A3B-Thinking", "moe", "80B total, 3B active", _HYBRID_CONTEXT, "always",
+            _QWEN3_NEXT, "Hybrid-attention 80B MoE (Sept 2025): always thinks first, 256K context."),
+)
+_FAMILIES = _FAMILIES + _HYBRID_FAMILIES
+
+
 def _quantized_config(family: _Family, bits: int) -> dict[str, Any]:
     quantization: dict[str, Any] = {"group_size": GROUP_SIZE, "bits": bits}
     if family.architecture == "moe":
-        # mlx-lm keeps MoE routers at 8 bits whatever the rest (qwen3_moe.quant_predicate).
-        for layer in range(int(family.dims["num_hidden_layers"])):
-            quantization[f"model.layers.{layer}.mlp.gate"] = {"group_size": GROUP_SIZE, "bits": 8}
+        # mlx-lm keeps MoE routers (and the hybrids' shared-expert gates) at 8 bits whatever the
+        # rest (the models' quant_predicate), and writes them under the module paths.
+        for path in _router_paths(family.dims):
+            quantization[path] = {"group_size": GROUP_SIZE, "bits": 8}
+    if "text_config" in family.dims:
+        return {**family.dims, "quantization": quantization}
     return {
-        **family.dims,
         "vocab_size": QWEN3_VOCAB,
         "torch_dtype": "bfloat16",
         "rms_norm_eps": 1e-6,
+        **family.dims,
         "quantization": quantization,
     }
+
+
+def _router_paths(dims: Mapping[str, Any]) -> list[str]:
+    text = dims.get("text_config", dims)
+    layers = range(int(text["num_hidden_layers"]))
+    if dims["model_type"] == "qwen3_moe":
+        return [f"model.layers.{i}.mlp.gate" for i in layers]
+    prefix = "language_model.model" if "text_config" in dims else "model"
+    return [f"{prefix}.layers.{i}.mlp.{gate}" for i in layers for gate in ("gate", "shared_expert_gate")]
 
 
 CATALOG: tuple[CatalogModel, ...] = tuple(
@@ -162,19 +285,42 @@ CATALOG: tuple[CatalogModel, ...] = tuple(
         thinking_mode=family.thinking_mode,
         config=_quantized_config(family, bits),
         description=family.description,
+        large_mac=family.large_mac,
     )
     for family in _FAMILIES
     for bits in (4, 8)
 )
 
-# First choice first: the best model that fits comfortably becomes the first-run default.
-_DEFAULT_PREFERENCE = (
-    "mlx-community/Qwen3-30B-A3B-Instruct-2507-4bit",
-    "mlx-community/Qwen3-8B-4bit",
-    "mlx-community/Qwen3-4B-Instruct-2507-4bit",
-    "mlx-community/Qwen3-1.7B-4bit",
-    "mlx-community/Qwen3-0.6B-4bit",
+# Every family, best first for chatting on a Mac: newer releases over older, and among similar
+# quality the faster one (a 3B-active MoE decodes several times faster than a dense 27B). The
+# first whose 4-bit version fits comfortably becomes the first-run default.
+_PREFERENCE = (
+    "Qwen3.5-122B-A10B",
+    "Qwen3.6-35B-A3B",
+    "Qwen3.8-27B",
+    "Qwen3.6-27B",
+    "Qwen3.5-35B-A3B",
+    "Qwen3.5-27B",
+    "Qwen3-Next-80B-A3B-Instruct",
+    "Qwen3-Next-80B-A3B-Thinking",
+    "Qwen3-235B-A22B",
+    "Qwen3.5-9B",
+    "Qwen3-30B-A3B-Instruct-2507",
+    "Qwen3-30B-A3B-Thinking-2507",
+    "Qwen3-30B-A3B",
+    "Qwen3-32B",
+    "Qwen3-14B",
+    "Qwen3.5-4B",
+    "Qwen3-8B",
+    "Qwen3-4B-Instruct-2507",
+    "Qwen3-4B-Thinking-2507",
+    "Qwen3-4B",
+    "Qwen3.5-2B",
+    "Qwen3-1.7B",
+    "Qwen3.5-0.8B",
+    "Qwen3-0.6B",
 )
+_DEFAULT_PREFERENCE = tuple(f"mlx-community/{family}-4bit" for family in _PREFERENCE)
 
 
 def find(repo_id: str) -> Optional[CatalogModel]:

@@ -37,7 +37,8 @@ ProgressCallback = Callable[[int, int], None]
 
 # Config, weights and tokenizer files; never pickles (*.bin) or code (*.py).
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
-QWEN3_MODEL_TYPES = frozenset({"qwen3", "qwen3_moe"})
+# Qwen3, Qwen3.5 / 3.6 / 3.8 (qwen3_5, qwen3_5_moe) and Qwen3-Next: what the loader runs.
+QWEN3_MODEL_TYPES = frozenset({"qwen3", "qwen3_moe", "qwen3_5", "qwen3_5_moe", "qwen3_next"})
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -194,7 +195,7 @@ def _snapshot_config(snapshot: Path) -> dict | None:
 
 
 def list_cached_models() -> list[CachedModel]:
-    """Qwen3 models in the HF cache, complete or not (a broken download can then be deleted)."""
+    """Qwen models (QWEN3_MODEL_TYPES) in the HF cache, complete or not (a broken download can then be deleted)."""
     try:
         cache = scan_cache_dir(hf_cache_dir())
     except CacheNotFound:

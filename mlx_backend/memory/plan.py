@@ -17,6 +17,7 @@ from mlx_backend.memory.sizes import (
     GB,
     KV_ALLOCATION_STEP,
     estimate_kv_cache_bytes,
+    estimate_linear_state_bytes,
     estimate_weights_bytes,
     kv_bytes_per_token,
 )
@@ -42,10 +43,12 @@ class MemoryPlan:
     verdict: Verdict
     message: str
     suggestions: tuple[str, ...] = ()
+    # A hybrid's linear-attention layers keep a fixed-size state instead of a KV cache.
+    linear_state_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+        return self.weights_bytes + self.kv_cache_bytes + self.linear_state_bytes + self.overhead_bytes
 
     @property
     def fits(self) -> bool:
@@ -74,16 +77,21 @@ def plan_memory(
 
     weights = estimate_weights_bytes(config)
     kv = estimate_kv_cache_bytes(config, context_tokens, kv_bits)
-    total = weights + kv + RUNTIME_OVERHEAD_BYTES
+    state = estimate_linear_state_bytes(config)
+    # The fixed costs: what the context doesn't change (the linear state counts like weights).
+    fixed = weights + state
+    total = fixed + kv + RUNTIME_OVERHEAD_BYTES
     verdict = _verdict(total, budget.bytes)
 
     suggestions: list[str] = []
     if verdict != "fits":
-        suggestions = _suggestions(config, context_tokens, kv_bits, weights, kv, budget.bytes)
+        suggestions = _suggestions(config, context_tokens, kv_bits, weights, kv, budget.bytes, state)
+    state_label = f" + linear-attention state {_gb(state)}" if state else ""
     summary = (
         f"Needs about {_gb(total)} (weights {_gb(weights)} + KV cache {_gb(kv)} for "
-        f"{context_tokens:,} tokens{_kv_label(kv_bits)} + {_gb(RUNTIME_OVERHEAD_BYTES)} working "
-        f"memory) of {_gb(budget.bytes)} available ({budget.source}): {_VERDICT_WORDS[verdict]}."
+        f"{context_tokens:,} tokens{_kv_label(kv_bits)}{state_label} + "
+        f"{_gb(RUNTIME_OVERHEAD_BYTES)} working memory) of {_gb(budget.bytes)} available "
+        f"({budget.source}): {_VERDICT_WORDS[verdict]}."
     )
     message = " ".join([summary, *suggestions])
     return MemoryPlan(
@@ -97,6 +105,7 @@ def plan_memory(
         verdict=verdict,
         message=message,
         suggestions=tuple(suggestions),
+        linear_state_bytes=state,
     )
 
 
@@ -122,26 +131,28 @@ def _suggestions(
     weights: int,
     kv: int,
     budget: int,
+    state: int = 0,
 ) -> list[str]:
     tips: list[str] = []
+    fixed = weights + state
     for smaller_bits in (8, 4):
         if kv_bits is not None and smaller_bits >= kv_bits:
             continue
         smaller_kv = estimate_kv_cache_bytes(config, context_tokens, smaller_bits)
-        if _verdict(weights + smaller_kv + RUNTIME_OVERHEAD_BYTES, budget) != "wont_fit":
+        if _verdict(fixed + smaller_kv + RUNTIME_OVERHEAD_BYTES, budget) != "wont_fit":
             article = "An" if smaller_bits == 8 else "A"
             tips.append(
                 f"{article} {smaller_bits}-bit KV cache needs {_gb(smaller_kv)} instead of {_gb(kv)} "
-                f"and would {_verdict_phrase(weights + smaller_kv, budget)}."
+                f"and would {_verdict_phrase(fixed + smaller_kv, budget)}."
             )
             break
-    room = budget * TIGHT_FRACTION - weights - RUNTIME_OVERHEAD_BYTES
+    room = budget * TIGHT_FRACTION - fixed - RUNTIME_OVERHEAD_BYTES
     per_token = kv_bytes_per_token(config, kv_bits)
     if room > per_token * KV_ALLOCATION_STEP:
         longest = int(room // per_token) // KV_ALLOCATION_STEP * KV_ALLOCATION_STEP
         if longest < context_tokens:
             tips.append(f"A context of up to {longest:,} tokens fits comfortably.")
-    if weights + RUNTIME_OVERHEAD_BYTES > budget * TIGHT_FRACTION:
+    if fixed + RUNTIME_OVERHEAD_BYTES > budget * TIGHT_FRACTION:
         quantization = quantization_settings(config)
         if quantization is None or int(quantization["bits"]) > 4:
             tips.append(

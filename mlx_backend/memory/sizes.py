@@ -112,3 +112,12 @@ def estimate_kv_cache_bytes(
 ) -> int:
     allocated = math.ceil(context_tokens / KV_ALLOCATION_STEP) * KV_ALLOCATION_STEP
     return int(allocated * kv_bytes_per_token(config, kv_bits))
+
+
+def estimate_linear_state_bytes(config: Mapping[str, Any]) -> int:
+    """Bytes of a hybrid's linear-attention layers' state (conv window + recurrent state) for
+    one sequence: constant, however long the context; 0 for models without such layers."""
+    shape = ModelShape.from_config(config)
+    if shape.linear is None:
+        return 0
+    return len(shape.linear_layers) * shape.linear.state_bytes(weight_dtype(config).size)

@@ -40,7 +40,7 @@ class YarnRoPE(nn.Module):
     """YaRN (https://arxiv.org/abs/2309.00071) matching transformers' ``_compute_yarn_parameters``.
 
     transformers multiplies cos and sin by ``attention_factor``; rotating ``x * attention_factor``
-    is the same thing, and it is applied to queries and keys alike.
+    (its rotated dims only) is the same thing, and it is applied to queries and keys alike.
     """
 
     def __init__(
@@ -107,7 +107,13 @@ class YarnRoPE(nn.Module):
 
     def __call__(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
         if self.attention_factor != 1.0:
-            x = x * self.attention_factor
+            if self.dims < x.shape[-1]:
+                # Partial rotary (Qwen3.5 / Qwen3-Next): transformers scales cos and sin, so only
+                # the rotated dims are scaled; the pass-through dims stay as they are.
+                rotated = x[..., : self.dims] * self.attention_factor
+                x = mx.concatenate([rotated, x[..., self.dims :]], axis=-1)
+            else:
+                x = x * self.attention_factor
         return mx.fast.rope(
             x, self.dims, traditional=False, base=None, scale=1.0, offset=offset, freqs=self._freqs
         )

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from mlx_backend.documents.summary.protocols import SummaryEngine
-from mlx_backend.models.limits import DEFAULT_YARN_FACTOR, context_window
+from mlx_backend.models.limits import DEFAULT_YARN_FACTOR, context_window, yarn_recipe
 from mlx_backend.models.rope import normalize_rope_scaling
 from mlx_backend.models.shape import configured_rope, max_positions, text_config
 
@@ -55,15 +55,17 @@ class ContextLimits:
 def context_limits(config: Mapping[str, Any], thinking_mode: str) -> ContextLimits:
     """The windows by ``mlx_backend.models.limits``, the rule the engine enforces.
 
-    YaRN is offered per request only to hybrid Qwen3, the family Qwen publishes the recipe for,
-    and only where the config doesn't switch it on already."""
+    YaRN is offered per request only to the families whose cards publish a recipe
+    (``limits.yarn_recipe``), and only where the config doesn't switch it on already."""
     positions = max_positions(config)
     scaling = normalize_rope_scaling(configured_rope(config))
     native = context_window(positions, scaling)
-    if scaling and scaling["rope_type"] == "yarn" and scaling.get("factor"):
+    model_type = config.get("model_type") or text_config(config).get("model_type")
+    recipe = yarn_recipe(model_type, thinking_mode, positions, scaling)
+    if recipe is not None and recipe.in_config:
         return ContextLimits(native=native, with_yarn=None, yarn_in_config=True)
-    if thinking_mode == "hybrid":
-        return ContextLimits(native=native, with_yarn=context_window(positions, scaling, DEFAULT_YARN_FACTOR))
+    if recipe is not None:
+        return ContextLimits(native=native, with_yarn=recipe.window(DEFAULT_YARN_FACTOR))
     return ContextLimits(native=native, with_yarn=None)
 
 
