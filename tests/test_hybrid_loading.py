@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlx.core as mx
@@ -22,6 +24,7 @@ from mlx_lm.utils import quantize_model, save_config, save_model
 from mlx_backend.errors import ModelLoadError
 from mlx_backend.loading.loader import load_model
 from mlx_backend.loading.quantize import convert
+from tests.support.paths import REPO_ROOT
 from tests.support.hybrid_checkpoints import (
     hybrid_fixtures_available,
     write_248k_tokenizer,
@@ -150,12 +153,21 @@ def test_vision_tensors_beside_text_ones_are_not_read_into_memory(tmp_path, chec
     del big
     mx.clear_cache()
 
-    mx.reset_peak_memory()
-    model = load_model(folder)
-    peak = mx.get_peak_memory()
-    text_bytes = model.load_info.weights_bytes
+    # Peak memory is process-wide: measure the load in a fresh interpreter, where nothing else
+    # (a worker thread left by an earlier test) can allocate meanwhile.
+    script = (
+        "import sys, mlx.core as mx\n"
+        "from mlx_backend.loading.loader import load_model\n"
+        "mx.reset_peak_memory()\n"
+        "model = load_model(sys.argv[1])\n"
+        "print(mx.get_peak_memory(), model.load_info.weights_bytes)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True,
+                         check=True, cwd=REPO_ROOT)
+    peak, text_bytes = (int(v) for v in run.stdout.split())
     assert text_bytes < 4 * 2**20
     assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB: the vision tensor was read"
+    model = load_model(folder)
     np.testing.assert_array_equal(logits(model), expected)
 
 
