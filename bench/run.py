@@ -19,7 +19,11 @@ same kernels, so they stay meaningful.
 It writes its checkpoint with the test suite's helpers (``tests/support``), so it runs from a
 source checkout only, not from an installed app:
 
-    python bench/run.py [--quick] [--layers N] [--output table.md]     # or: make bench
+    python bench/run.py [--quick] [--layers N] [--only all|qwen3|hybrid] [--output table.md]
+
+``--only hybrid`` runs just the Qwen3.5-shaped rows of ``bench/hybrid.py`` (Qwen3.5-0.8B and a
+35B-A3B-shaped MoE at reduced depth: decode, prefill, and turn-N time to first token vs mlx-lm's
+server cache and vs re-prefilling); ``--only qwen3`` just the Qwen3-0.6B rows above.
 
 One file on purpose: every measurement sits beside its mlx-lm twin, so a reader can check that
 both sides get the same prompt, sampler and timing.
@@ -58,6 +62,8 @@ from mlx_backend.loading.quantize import convert  # noqa: E402
 from tests.support.checkpoints import write_random_checkpoint  # noqa: E402
 from tests.support.tokenizers import qwen3_fixtures_available  # noqa: E402
 
+from bench import hybrid  # noqa: E402
+
 # Qwen3-0.6B's config.json (the fields that shape compute and memory).
 QWEN3_0_6B = {
     "hidden_size": 1024,
@@ -87,6 +93,7 @@ class Timing:
     decode_tps: float
     tokens: int
     peak_bytes: int  # highest allocation above the idle level during the run
+    cached_tokens: int = 0  # prompt tokens our engine served from its prompt cache
 
 
 # ---------------------------------------------------------------- options
@@ -119,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a smoke run: 2 layers, 1 run, short prompts (the ratios are not meaningful)",
     )
     parser.add_argument("--output", type=Path, help="also write the markdown table to this file")
+    parser.add_argument(
+        "--only",
+        choices=("all", "qwen3", "hybrid"),
+        default="all",
+        help="which rows: the Qwen3-0.6B-shaped ones, the hybrid Qwen3.5 ones, or all (default)",
+    )
+    hybrid.add_arguments(parser)
 
 
 # ---------------------------------------------------------------- the two sides
@@ -136,16 +150,19 @@ def run_ours(engine: Engine, request: ChatRequest) -> Timing:
     idle = idle_memory()
     start = time.perf_counter()
     first = end = None
-    tokens = 0
+    tokens = cached = 0
     for event in engine.stream(request):
         if isinstance(event, PrefillProgress) and event.done == event.total and event.eta_s == 0.0:
             first = time.perf_counter()  # emitted as soon as the first token is sampled
         elif isinstance(event, Finished):
             end = time.perf_counter()
             tokens = event.stats.generation_tokens
+            cached = event.stats.cached_tokens
             if event.reason == "error":
                 raise RuntimeError("our engine failed during the benchmark")
-    return _timing(start, first, end, tokens, idle)
+    timing = _timing(start, first, end, tokens, idle)
+    timing.cached_tokens = cached
+    return timing
 
 
 def run_mlx_lm(model: nn.Module, tokenizer: TokenizerWrapper, prompt: list[int], max_tokens: int) -> Timing:
@@ -305,6 +322,50 @@ def multi_turn(
 
 
 def run_benchmark(args: argparse.Namespace) -> int:
+    command = " ".join(["python bench/run.py", *sys.argv[1:]])
+    started = time.perf_counter()
+    tables = []
+    if args.only in ("all", "qwen3"):
+        tables.append(run_qwen3(args, command))
+    if args.only in ("all", "hybrid"):
+        tables.append(run_hybrid(args, command))
+    table = "\n\n".join(tables)
+    print(table)
+    if args.output:
+        args.output.write_text(table + "\n", encoding="utf-8")
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def run_hybrid(args: argparse.Namespace, command: str) -> str:
+    """The Qwen3.5-shaped rows (bench/hybrid.py), in a table of their own."""
+    if args.quick:
+        args.hybrid_runs, args.hybrid_prefill_tokens, args.hybrid_decode_tokens = 1, 48, 4
+        args.hybrid_user_tokens, args.hybrid_reply_tokens = 16, 4
+    if not hybrid.available():
+        return "Hybrid rows skipped: the shared Qwen3.5-family fixtures (248K tokenizer) are missing."
+    results = [
+        hybrid.measure(spec, args, run_ours, run_mlx_lm, alternate, user_text, chat_request, log)
+        for spec in hybrid.hybrid_models(args)
+    ]
+    lines = [
+        f"Qwen Desk engine vs mlx-lm {getattr(mlx_lm, '__version__', '?')} on hybrid Qwen3.5 "
+        f"shapes (MLX {mx.__version__}, {mx.default_device()}, {platform.machine()}): random-weight "
+        f"4-bit models, reduced depth (see the notes); greedy; medians of alternating runs after "
+        f"a warm-up.",
+        "",
+        "| Measure | Qwen Desk | mlx-lm | Ours / mlx-lm | Target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for result in results for row in hybrid.rows(result, args.turns)),
+        "",
+        *hybrid.notes(results, args),
+        f"- Command: `{command}`",
+    ]
+    return "\n".join(lines)
+
+
+def run_qwen3(args: argparse.Namespace, command: str) -> str:
+    """The Qwen3-0.6B-shaped rows."""
     metal = mx.metal.is_available()
     if args.layers is None:
         args.layers = 28 if metal else 2
@@ -314,9 +375,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
         args.layers, args.runs, args.decode_runs = min(args.layers, 2), 1, 1
         args.decode_tokens, args.prefill_tokens = min(args.decode_tokens, 8), min(args.prefill_tokens, 128)
         args.user_tokens, args.reply_tokens = min(args.user_tokens, 48), min(args.reply_tokens, 4)
-    command = " ".join(["python bench/run.py", *sys.argv[1:]])
-    started = time.perf_counter()
-
     with tempfile.TemporaryDirectory(prefix="qwen-desk-bench-") as tmp:
         log(f"writing a random {args.layers}-layer Qwen3-0.6B-shaped checkpoint ({args.dtype}), quantizing to 4 bits")
         folder = build_checkpoint(Path(tmp), args.layers, args.dtype)
@@ -389,12 +447,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             f"{dec_o / ceiling:.1%}", f"{dec_t / ceiling:.1%}", "", "",
         ),
     ]
-    table = render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command)
-    print(table)
-    if args.output:
-        args.output.write_text(table + "\n", encoding="utf-8")
-    log(f"done in {time.perf_counter() - started:.0f} s")
-    return 0
+    return render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command)
 
 
 def render_table(
