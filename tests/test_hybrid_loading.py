@@ -24,6 +24,7 @@ from mlx_lm.utils import quantize_model, save_config, save_model
 from mlx_backend.errors import ModelLoadError
 from mlx_backend.loading.loader import load_model
 from mlx_backend.loading.quantize import convert
+from tests.support.load_errors import assert_load_error
 from tests.support.paths import REPO_ROOT
 from tests.support.hybrid_checkpoints import (
     hybrid_fixtures_available,
@@ -314,16 +315,6 @@ def test_bf16_convert_keeps_the_recurrent_decay_in_float32(tmp_path, checkpoints
 
 
 # -- folders that must fail clearly ----------------------------------------------------------------
-
-
-def assert_load_error(path, *fragments: str) -> str:
-    with pytest.raises(ModelLoadError) as caught:
-        load_model(path)
-    message = str(caught.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    assert caught.value.__cause__ is None  # a message for the user, not a chained crash
-    return message
 
 
 @pytest.mark.parametrize("kind", ["moe", "next"])

@@ -16,6 +16,7 @@ from mlx_lm.utils import quantize_model, save_model
 from mlx_backend.errors import ModelLoadError
 from mlx_backend.loading.loader import load, load_model
 from mlx_backend.loading.quantize import convert
+from tests.support.load_errors import assert_load_error
 from tests.support.checkpoints import write_random_checkpoint
 from tests.support.model_fixtures import tiny_checkpoint, tiny_moe_checkpoint  # noqa: F401
 
@@ -147,17 +148,6 @@ def test_mxfp4_moe_folder_with_an_affine_router_override_loads_like_mlx_lm(tmp_p
 
 
 # -- folders that must fail clearly ----------------------------------------------------------------
-
-
-def assert_load_error(path, *fragments: str) -> ModelLoadError:
-    with pytest.raises(ModelLoadError) as caught:
-        load_model(path)
-    message = str(caught.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    # A user-facing error, not a chained crash: no traceback context to print.
-    assert caught.value.__cause__ is None
-    return caught.value
 
 
 def test_missing_folder(tmp_path):

@@ -39,6 +39,18 @@ def make_hybrid_cache(layers: list[Any]) -> list[Any]:
     return [LinearStateCache() if layer.is_linear else KVCache() for layer in layers]
 
 
+class HybridModel:
+    """Mixed in before an mlx-lm hybrid model class: our rope once mlx-lm has built the layers,
+    and a cache whose linear layers count positions and take snapshots."""
+
+    def __init__(self, args: Any):
+        super().__init__(args)
+        install_rope(self)
+
+    def make_cache(self) -> list[Any]:
+        return make_hybrid_cache(self.layers)
+
+
 def check_layer_types(text: Mapping[str, Any]) -> None:
     """Refuse a ``layer_types`` list that disagrees with the interval mlx-lm builds from."""
     kinds = text.get("layer_types")

@@ -15,11 +15,10 @@ from mlx_lm.models import qwen3_5 as mlx_qwen3_5
 from mlx_lm.models import qwen3_5_moe as mlx_qwen3_5_moe
 
 from mlx_backend.models.hybrid import (
+    HybridModel,
     check_per_expert_weights,
     fuse_per_expert_weights,
-    install_rope,
     is_vision_weight,
-    make_hybrid_cache,
 )
 
 
@@ -35,14 +34,7 @@ class ModelArgs(mlx_qwen3_5.ModelArgs):
         return super().from_dict(params)
 
 
-class Model(mlx_qwen3_5.Model):
-    def __init__(self, args: ModelArgs):
-        super().__init__(args)
-        install_rope(self)
-
-    def make_cache(self) -> list[Any]:
-        return make_hybrid_cache(self.layers)
-
+class Model(HybridModel, mlx_qwen3_5.Model):
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         weights = {k: v for k, v in weights.items() if not is_vision_weight(k)}
         check_per_expert_weights(weights, self.language_model.args.num_experts)

@@ -12,9 +12,8 @@ import mlx.core as mx
 from mlx_lm.models import qwen3_next as mlx_qwen3_next
 
 from mlx_backend.models.hybrid import (
+    HybridModel,
     check_per_expert_weights,
-    install_rope,
-    make_hybrid_cache,
     split_fused_expert_weights,
 )
 
@@ -36,14 +35,7 @@ class ModelArgs(mlx_qwen3_next.ModelArgs):
         return super().from_dict(lift_rope_parameters(params))
 
 
-class Model(mlx_qwen3_next.Model):
-    def __init__(self, args: ModelArgs):
-        super().__init__(args)
-        install_rope(self)
-
-    def make_cache(self) -> list[Any]:
-        return make_hybrid_cache(self.layers)
-
+class Model(HybridModel, mlx_qwen3_next.Model):
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         weights = split_fused_expert_weights(weights)
         check_per_expert_weights(weights, self.args.num_experts)  # mlx-lm would KeyError
