@@ -244,7 +244,8 @@ _HYBRID_FAMILIES: tuple[_Family, ...] = (
     _Family("Qwen3-Next-80B-A3B-Thinking", "moe", "80B total, 3B active", _HYBRID_CONTEXT, "always",
             _QWEN3_NEXT, "Hybrid-attention 80B MoE (Sept 2025): always thinks first, 256K context."),
 )
-_FAMILIES = _FAMILIES + _HYBRID_FAMILIES
+# The model manager lists the catalog in this order: what people download now comes first.
+_FAMILIES = _HYBRID_FAMILIES + _FAMILIES
 
 
 def _quantized_config(family: _Family, bits: int) -> dict[str, Any]:
