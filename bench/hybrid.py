@@ -351,8 +351,9 @@ def notes(results: list[HybridResult], args: argparse.Namespace) -> list[str]:
         f"template drops earlier replies' think blocks, so the after-reply entry is never a prefix "
         f"of the next prompt and mlx-lm reuses the user-segment entry: it re-prefills the last "
         f"reply and the new message (its sequential path, with no user-segment entry, re-prefills "
-        f"everything, the last row). Ours today re-prefills hybrid turns too (no linear-state "
-        f"snapshots yet), so the turn-{args.turns} rows read about 1x or below until they land.",
+        f"everything, the last row). Ours resumes from the linear-state snapshot taken after the "
+        f"re-encoded reply and prefills only the new message and the generation prompt; the "
+        f"longer the replies, the wider the gap to mlx-lm's server.",
     ]
 
 
