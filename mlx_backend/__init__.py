@@ -36,8 +36,11 @@ from mlx_backend.events import (
     Finished,
     GenerationStats,
     PrefillProgress,
+    MalformedToolCall,
     SamplingParams,
     ThinkingDelta,
+    ToolCall,
+    ToolCallEvent,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +68,9 @@ __all__ = [
     "PrefillProgress",
     "ThinkingDelta",
     "AnswerDelta",
+    "ToolCallEvent",
+    "ToolCall",
+    "MalformedToolCall",
     "Finished",
     "Failed",
     "FinishReason",

@@ -7,7 +7,7 @@ Everything here is plain data (no MLX, no Qt) so both sides can import it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 Role = Literal["system", "user", "assistant", "tool"]
 # Every role a message may have (the one list the engine and the chat template check).
@@ -52,6 +52,10 @@ class ChatRequest:
     # Keep earlier turns' reasoning in the prompt (Qwen3.6's preserve_thinking); None: the
     # template's default. Only for templates that offer it (EngineInfo.can_preserve_thinking).
     preserve_thinking: Optional[bool] = None
+    # Tools the model may call (OpenAI-style: {"type": "function", "function": {"name",
+    # "description", "parameters"}}), rendered by the model's own template. Calls in the answer
+    # then come back as ToolCallEvent, never as answer text.
+    tools: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,4 +98,25 @@ class Failed:
     message: str
 
 
-Event = Union[PrefillProgress, ThinkingDelta, AnswerDelta, Finished, Failed]
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+    raw: str  # the text between <tool_call> and </tool_call>, as the model wrote it
+
+
+@dataclass(frozen=True)
+class MalformedToolCall:
+    raw: str
+    error: str  # what is wrong, in words fit for the user and for the model
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    """A complete tool call in the answer (a malformed one too: show it, tell the model)."""
+
+    index: int  # 0, 1, ... within this reply
+    call: Union[ToolCall, MalformedToolCall]
+
+
+Event = Union[PrefillProgress, ThinkingDelta, AnswerDelta, ToolCallEvent, Finished, Failed]

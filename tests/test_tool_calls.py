@@ -143,3 +143,77 @@ def test_text_that_only_looks_like_the_start_of_a_tag_is_released():
     assert stream.feed("a <tool").text == "a "  # might become <tool_call>: held back
     assert stream.feed("box> b <").text == "<toolbox> b "
     assert stream.finish().text == "<"
+
+
+# -- in the engine: tools rendered by the template, calls streamed as events ---------------------
+
+
+class _FakeRun:
+    def __init__(self):
+        self.held, self.reused, self.prefilled, self.generated, self.last_token_at = [], 0, 0, 0, None
+
+
+def _decode(tokenizer, request, text: str, starts_inside_thinking: bool = False):
+    import threading
+
+    from mlx_backend.generation.decode import decode_reply
+    from mlx_backend.generation.request import PreparedRequest
+
+    prepared = PreparedRequest(request, [1, 2], starts_inside_thinking, starts_inside_thinking, None, 256, None)
+    ids = tokenizer.encode(text) + [tokenizer.token_to_id("<|im_end|>")]
+    events = decode_reply(tokenizer, prepared, _FakeRun(), iter([(t, None) for t in ids[1:]]), (ids[0], None), threading.Event())
+    shown = []
+    while True:
+        try:
+            shown.append(next(events))
+        except StopIteration as done:
+            return shown, done.value
+
+
+@pytest.fixture(scope="module")
+def qwen38_tokenizer(tmp_path_factory):
+    if not hybrid_fixtures_available():
+        pytest.skip("shared Qwen3.5-family fixtures not found")
+    from mlx_backend.text.tokenizer import Qwen3Tokenizer
+    from tests.support.hybrid_checkpoints import write_248k_tokenizer
+
+    folder = tmp_path_factory.mktemp("qwen38-tokenizer")
+    write_248k_tokenizer(folder, "qwen3.8")
+    return Qwen3Tokenizer.from_folder(folder)
+
+
+def test_the_engine_prompt_carries_the_tools_and_decoding_turns_calls_into_events(qwen38_tokenizer):
+    from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, ThinkingDelta, ToolCallEvent
+    from mlx_backend.generation.request import PromptRenderer
+
+    request = ChatRequest(messages=(ChatMessage("user", "Weather in Paris?"),), tools=tuple(TOOLS))
+    prompt = PromptRenderer(qwen38_tokenizer).prompt(request, thinking=True)
+    assert "get_weather" in qwen38_tokenizer.decode(prompt) and "<tools>" in qwen38_tokenizer.decode(prompt)
+
+    reply = ("I should look it up.\n</think>\n\nChecking.\n\n<tool_call>\n<function=get_weather>\n"
+             "<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n</function>\n</tool_call>")
+    shown, (reason, history) = _decode(qwen38_tokenizer, request, reply, starts_inside_thinking=True)
+    assert reason == "stop"
+    assert "".join(e.text for e in shown if isinstance(e, ThinkingDelta)) == "I should look it up."
+    assert "".join(e.text for e in shown if isinstance(e, AnswerDelta)).strip() == "Checking."
+    calls = [e for e in shown if isinstance(e, ToolCallEvent)]
+    assert [(e.index, e.call.name, e.call.arguments) for e in calls] == [(0, "get_weather", {"city": "Paris", "days": 2})]
+    assert "<tool_call>" in history  # the history keeps the call as the model wrote it
+
+
+def test_without_tools_a_tool_call_block_is_just_answer_text(qwen38_tokenizer):
+    from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, ToolCallEvent
+
+    request = ChatRequest(messages=(ChatMessage("user", "hi"),))
+    shown, _ = _decode(qwen38_tokenizer, request, '<tool_call>\n{"name": "f"}\n</tool_call>')
+    assert not any(isinstance(e, ToolCallEvent) for e in shown)
+    assert "<tool_call>" in "".join(e.text for e in shown if isinstance(e, AnswerDelta))
+
+
+def test_a_tool_without_a_name_is_a_clear_request_error():
+    from mlx_backend.errors import RequestError
+    from mlx_backend.events import ChatMessage, ChatRequest
+    from mlx_backend.generation.request import validate_request
+
+    with pytest.raises(RequestError, match="no function name"):
+        validate_request(ChatRequest(messages=(ChatMessage("user", "hi"),), tools=({"type": "function", "function": {}},)))

@@ -14,7 +14,7 @@ the template as ``reasoning_content``, which templates that keep reasoning (Qwen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from mlx_backend.errors import RequestError
 from mlx_backend.events import ROLES, ChatMessage, ChatRequest, SamplingParams
@@ -81,8 +81,22 @@ def validate_request(request: ChatRequest) -> None:
         resolve_sampling(request.sampling, thinking=False)  # validates, raising RequestError
     if request.reasoning_effort is not None and not isinstance(request.reasoning_effort, str):
         raise RequestError(f"The reasoning effort must be a name such as 'low', not {request.reasoning_effort!r}.")
+    _validate_tools(request.tools)
     if request.preserve_thinking not in (None, True, False):
         raise RequestError(f"preserve_thinking must be true, false or unset, not {request.preserve_thinking!r}.")
+
+
+def _validate_tools(tools: object) -> None:
+    if not isinstance(tools, (tuple, list)):
+        raise RequestError("tools must be a list of tool definitions.")
+    for position, tool in enumerate(tools, start=1):
+        function = tool.get("function", tool) if isinstance(tool, Mapping) else None
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if not isinstance(name, str) or not name.strip():
+            raise RequestError(f'Tool {position} has no function name (expected {{"type": "function", "function": {{"name": ...}}}}).')
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise RequestError(f"Tool {name!r} has parameters that are not a JSON Schema object.")
 
 
 class PromptRenderer:
@@ -109,6 +123,7 @@ class PromptRenderer:
             thinking=thinking,
             reasoning_effort=request.reasoning_effort,
             preserve_thinking=request.preserve_thinking,
+            tools=request.tools,
         )
 
     def render(
@@ -119,6 +134,7 @@ class PromptRenderer:
         thinking: bool,
         reasoning_effort: Optional[str] = None,
         preserve_thinking: Optional[bool] = None,
+        tools: Sequence[Mapping[str, Any]] = (),
     ) -> list[int]:
         """Prompt ids of ``messages``; control tokens typed inside them stay plain text.
 
@@ -134,6 +150,7 @@ class PromptRenderer:
             sanitize_control_tokens=True,
             reasoning_effort=reasoning_effort,
             preserve_thinking=preserve_thinking,
+            tools=list(tools) or None,
         )
 
     def generation_prompt_opens_think(self, prompt: list[int]) -> bool:
@@ -161,6 +178,7 @@ class PromptRenderer:
             thinking=prepared.thinking,
             reasoning_effort=request.reasoning_effort,
             preserve_thinking=request.preserve_thinking,
+            tools=request.tools,
         )
         # Rendered and encoded exactly as the next prompt will be, up to the turn that stands in
         # for the next message. <|im_start|> is a special token (typed ones are sanitized into

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 
+from mlx_backend.events import MalformedToolCall, ToolCall
 from mlx_backend.text.thinking import partial_suffix_length
 
 OPEN = "<tool_call>"
@@ -31,19 +32,6 @@ _PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)(?:</parameter>|(?=<paramete
 
 
 _PYTHON_BOOLEANS = {"True": True, "False": False}
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: dict[str, Any]
-    raw: str  # the text between the tags, as the model wrote it
-
-
-@dataclass(frozen=True)
-class MalformedToolCall:
-    raw: str
-    error: str  # what is wrong, in words fit for the user and for the model
 
 
 ParsedCall = Union[ToolCall, MalformedToolCall]
