@@ -19,6 +19,9 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 class ChatMessage:
     role: Role
     content: str
+    # An assistant turn's tool calls (rendered by the template after its content); a "tool"
+    # message that follows holds one call's result as its content.
+    tool_calls: tuple["ToolCall", ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from typing import Optional
 import pytest
 
 from mlx_backend.errors import RequestError
-from mlx_backend.events import ChatMessage, ChatRequest
+from mlx_backend.events import ChatMessage, ChatRequest, ToolCall
 from mlx_backend.generation.prompt_cache import common_prefix_length
-from mlx_backend.generation.request import PreparedRequest, PromptRenderer
+from mlx_backend.generation.request import PreparedRequest, PromptRenderer, validate_request
 from mlx_backend.text.thinking import reply_with_reasoning
 from tests.support.hybrid_checkpoints import TEMPLATES, hybrid_fixtures_available, write_248k_tokenizer
 from tests.test_tokenizer_248k import build_transformers_reference
@@ -167,7 +167,11 @@ def as_chat_messages(messages) -> tuple[ChatMessage, ...]:
         content = message["content"]
         if message["role"] == "assistant" and "reasoning_content" in message:
             content = reply_with_reasoning(message["reasoning_content"], content)
-        converted.append(ChatMessage(message["role"], content))
+        calls = tuple(
+            ToolCall(call["function"]["name"], call["function"]["arguments"], raw="")
+            for call in message.get("tool_calls", ())
+        )
+        converted.append(ChatMessage(message["role"], content, tool_calls=calls))
     return tuple(converted)
 
 
@@ -180,16 +184,20 @@ def request_options(options: dict) -> dict:
 
 
 @pytest.mark.parametrize("release", RELEASES)
-@pytest.mark.parametrize("chat", ["single", "system", "multi_turn"])
+@pytest.mark.parametrize("chat", list(CHATS))
 def test_the_engines_prompt_is_token_identical_to_transformers(ours, reference, release, chat):
-    messages, _ = CHATS[chat]
+    # Tool chats too: tools, assistant tool calls and tool results reach the template as
+    # transformers passes them, and a request may end with tool results (the model continues).
+    messages, tools = CHATS[chat]
     renderer = PromptRenderer(ours[release])
     for options in settings_for(release):
-        request = ChatRequest(messages=as_chat_messages(messages), **request_options(options))
+        request = ChatRequest(messages=as_chat_messages(messages), tools=tuple(tools or ()), **request_options(options))
+        validate_request(request)
         thinking = renderer.thinking_for(request)
         assert thinking is (options.get("enable_thinking") is not False)
         template_options = {**options, "enable_thinking": thinking}
-        assert renderer.prompt(request, thinking) == reference_ids(reference, release, messages, **template_options)
+        expected = reference_ids(reference, release, messages, tools=tools, **template_options)
+        assert renderer.prompt(request, thinking) == expected, (chat, options)
 
 
 # ------------------------------------------------------------------ what the templates tell us

@@ -56,12 +56,19 @@ def validate_request(request: ChatRequest) -> None:
             )
         if not isinstance(getattr(message, "content", None), str):
             raise RequestError(f"Message {position} ({role}) has no text.")
+        calls = getattr(message, "tool_calls", ())
+        if calls and role != "assistant":
+            raise RequestError(f"Message {position} ({role}) has tool calls; only the assistant's may.")
+        for call in calls:
+            if not isinstance(getattr(call, "name", None), str) or not isinstance(getattr(call, "arguments", None), dict):
+                raise RequestError(f"Message {position} has a tool call without a name and an arguments object.")
     last = messages[-1]
-    if last.role != "user":
+    if last.role not in ("user", "tool"):
         raise RequestError(
-            f"The last message must be the user's (it is from the {last.role}): the model answers a user message."
+            f"The last message must be the user's or a tool result (it is from the {last.role}): "
+            "the model answers those."
         )
-    if not last.content.strip():
+    if last.role == "user" and not last.content.strip():
         raise RequestError("The last message is empty: write something for the model to answer.")
     if not isinstance(request.max_tokens, int) or request.max_tokens <= 0:
         raise RequestError(f"max_tokens must be a positive whole number, not {request.max_tokens!r}.")
@@ -107,8 +114,9 @@ class PromptRenderer:
 
     def thinking_for(self, request: ChatRequest) -> bool:
         """Will the model think in this request's turn (its settings and the model's switches)?"""
+        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         return resolve_thinking(
-            request.messages[-1].content,
+            last_user,
             request.enable_thinking,
             self.tokenizer.thinking_mode,
             soft_switches=self.tokenizer.soft_switches,
@@ -198,7 +206,7 @@ class PromptRenderer:
         unsanitized renderings of both forms are compared: a template that does neither
         (Instruct-2507) keeps the message as is, its tags then shown as text.
         """
-        plain = [{"role": message.role, "content": message.content} for message in messages]
+        plain = [_template_message(message) for message in messages]
         split = [_split_reasoning(message) if message["role"] == "assistant" else message for message in plain]
         if split == plain or "reasoning_content" in self.tokenizer.chat_template.source:
             return split
@@ -220,11 +228,22 @@ def _last_index(ids: Sequence[int], token_id: Optional[int]) -> Optional[int]:
     return None
 
 
-def _split_reasoning(message: dict[str, str]) -> dict[str, str]:
+def _template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as chat templates read it (tool calls in the OpenAI shape they all expect)."""
+    entry: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        entry["tool_calls"] = [
+            {"type": "function", "function": {"name": call.name, "arguments": dict(call.arguments)}}
+            for call in message.tool_calls
+        ]
+    return entry
+
+
+def _split_reasoning(message: dict[str, Any]) -> dict[str, Any]:
     """An assistant message split at </think> exactly as Qwen3's thinking templates split it."""
     content = message["content"]
     if THINK_CLOSE not in content:
         return message
     reasoning = content.split(THINK_CLOSE)[0].rstrip("\n").split(THINK_OPEN)[-1].lstrip("\n")
     answer = content.split(THINK_CLOSE)[-1].lstrip("\n")
-    return {"role": "assistant", "content": answer, "reasoning_content": reasoning}
+    return {**message, "content": answer, "reasoning_content": reasoning}
