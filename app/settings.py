@@ -105,11 +105,19 @@ class Settings:
     def system_prompt(self, text: str) -> None:
         self._q.setValue("chat/system_prompt", text)
 
-    # Models with a thinking switch (hybrid Qwen3, Qwen3.5 and later): think before answering
-    # (the models' default is on).
+    # Models with a thinking switch (hybrid Qwen3, Qwen3.5 and later): think before answering.
+    # None until the user flips the switch: each model's own default then applies (most think;
+    # Qwen's small Qwen3.5 models answer directly).
+    @property
+    def thinking_choice(self) -> Optional[bool]:
+        if not self._q.contains("chat/thinking"):
+            return None
+        return _as_bool(self._q.value("chat/thinking"))
+
     @property
     def thinking_enabled(self) -> bool:
-        return _as_bool(self._q.value("chat/thinking", True))
+        choice = self.thinking_choice
+        return True if choice is None else choice
 
     @thinking_enabled.setter
     def thinking_enabled(self, on: bool) -> None:

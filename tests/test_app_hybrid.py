@@ -153,16 +153,21 @@ class RecordingEngine:
         yield Finished("stop", GenerationStats(10, 0, 1, 0.01, 100.0, 10.0, 0.1))
 
 
-ENGINES = {
-    "qwen3.8": RecordingEngine(_info(reasoning_efforts=("xhigh", "medium", "low"), can_preserve_thinking=True)),
-    "qwen3.6": RecordingEngine(_info(can_preserve_thinking=True)),
-    "qwen3.5": RecordingEngine(_info()),
-}
+def fresh_engines() -> dict[str, RecordingEngine]:
+    # New engines for every test, so a request list never holds an earlier test's requests.
+    return {
+        "qwen3.8": RecordingEngine(_info(reasoning_efforts=("xhigh", "medium", "low"), can_preserve_thinking=True)),
+        "qwen3.6": RecordingEngine(_info(can_preserve_thinking=True)),
+        "qwen3.5": RecordingEngine(_info()),
+        "qwen3.5-small": RecordingEngine(_info(thinks_by_default=False)),  # answers directly by default
+    }
 
 
 @pytest.fixture
 def fake_worker(qapp):
-    worker = WorkerClient(engine_loader=lambda key, progress: ENGINES[key])
+    engines = fresh_engines()
+    worker = WorkerClient(engine_loader=lambda key, progress: engines[key])
+    worker.test_engines = engines
     yield worker
     assert worker.shutdown(5000)
 
@@ -170,7 +175,7 @@ def fake_worker(qapp):
 def load(qtbot, worker: WorkerClient, key: str) -> RecordingEngine:
     with qtbot.waitSignal(worker.modelLoaded, timeout=5000):
         worker.load_model(key)
-    return ENGINES[key]
+    return worker.test_engines[key]
 
 
 def test_the_effort_choice_is_offered_for_a_template_with_levels_and_reaches_the_request(
@@ -237,3 +242,32 @@ def test_without_levels_there_is_no_effort_control_and_no_effort_is_sent(qtbot, 
     window.new_chat()
     send(qtbot, window, "And now")
     assert (engine.requests[-1].reasoning_effort, engine.requests[-1].preserve_thinking) == ("medium", True)
+
+
+def test_until_the_user_flips_thinking_each_model_follows_its_own_default(qtbot, data_dir, fake_worker) -> None:
+    window = open_window(qtbot, fake_worker, data_dir)
+    engine = load(qtbot, fake_worker, "qwen3.5-small")
+    assert window.thinking_toggle.isVisible() and not window.thinking_toggle.isChecked()
+    send(qtbot, window, "Hi")
+    assert len(engine.requests) == 1 and engine.requests[-1].enable_thinking is None  # the template decides
+    assert Settings().thinking_choice is None  # showing the default saved nothing
+
+    engine = load(qtbot, fake_worker, "qwen3.5")  # thinks by default: the toggle follows
+    assert window.thinking_toggle.isChecked()
+
+    window.thinking_toggle.click()  # the user's choice now applies to every model
+    assert Settings().thinking_choice is False
+    engine = load(qtbot, fake_worker, "qwen3.5-small")
+    window.new_chat()
+    window.thinking_toggle.click()
+    send(qtbot, window, "Think, please")
+    assert engine.requests[-1].enable_thinking is True
+
+
+def test_a_failed_load_hides_the_previous_models_switches(qtbot, data_dir, fake_worker) -> None:
+    window = open_window(qtbot, fake_worker, data_dir)
+    load(qtbot, fake_worker, "qwen3.8")
+    assert window.reasoning_button.isVisible() and window.thinking_toggle.isVisible()
+    with qtbot.waitSignal(fake_worker.modelLoadFailed, timeout=5000):
+        fake_worker.load_model("no-such-model")
+    assert not window.reasoning_button.isVisible() and not window.thinking_toggle.isVisible()

@@ -190,12 +190,14 @@ class ChatController(QObject):
     def build_request(self, history: list[StoredMessage]) -> ChatRequest:
         info = self._worker.model_info
         hybrid = getattr(info, "thinking_mode", "hybrid") == "hybrid"
-        thinking = self._settings.thinking_enabled if hybrid else None
+        # Unset: the model's own default (sent as None, the template decides).
+        thinking = self._settings.thinking_choice if hybrid else None
+        thinks = thinking if thinking is not None else getattr(info, "thinks_by_default", True)
         reasoning = reasoning_options(
             info,
             effort=self._settings.reasoning_effort,
             history_reasoning=self._settings.history_reasoning,
-            thinking=thinking,
+            thinking=thinks if hybrid else None,
         )
         return ChatRequest(
             messages=history_messages(self._settings.system_prompt, history),

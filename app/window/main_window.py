@@ -317,6 +317,7 @@ class MainWindow(QMainWindow):
         self.status_panel.show_loading(name)
         self.load_label.setText(f"Loading {display_name(name)}\u2026")
         self.transcript.set_empty_subtitle(f"Loading {display_name(name)}\u2026")
+        self._update_thinking_toggle()  # the previous model's switches no longer apply
 
     def _on_load_progress(self, progress: LoadProgress) -> None:
         self.status_panel.show_load_progress(progress.fraction)
@@ -343,6 +344,7 @@ class MainWindow(QMainWindow):
         box.open()  # not exec(): the event loop (and the worker's signals) keep running
         self._load_error_box = box
         self._refresh_model_picker()
+        self._update_thinking_toggle()
 
     def _update_thinking_toggle(self) -> None:
         info = self.worker.model_info
@@ -351,9 +353,21 @@ class MainWindow(QMainWindow):
         hybrid = info is None or mode == "hybrid"
         self.thinking_toggle.setVisible(hybrid and info is not None)
         self.menus.thinking_action.setEnabled(hybrid and info is not None)
+        thinks = self._thinks(info)
+        if self.thinking_toggle.isChecked() != thinks:
+            # Show the model's own default while the user hasn't chosen; not a choice to save.
+            for control in (self.thinking_toggle, self.menus.thinking_action):
+                control.blockSignals(True)
+                control.setChecked(thinks)
+                control.blockSignals(False)
         # Effort and earlier reasoning: only what this model's template takes.
         self.reasoning_button.set_model(info)
-        self.reasoning_button.set_thinking(mode == "always" or (mode == "hybrid" and self.settings.thinking_enabled))
+        self.reasoning_button.set_thinking(mode == "always" or (mode == "hybrid" and thinks))
+
+    def _thinks(self, info: object) -> bool:
+        """Will this model think with the user's switch as it is (or the model's default)?"""
+        choice = self.settings.thinking_choice
+        return choice if choice is not None else bool(getattr(info, "thinks_by_default", True))
 
     def _set_thinking(self, on: bool) -> None:
         self.settings.thinking_enabled = on
