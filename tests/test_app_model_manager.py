@@ -61,6 +61,8 @@ def test_badges_come_from_the_memory_planner(qtbot, hf_cache) -> None:
     assert manager.recommended.repo_id == "mlx-community/Qwen3.5-9B-4bit"
     assert manager.rows["mlx-community/Qwen3.5-9B-4bit"].tag.text() == "Recommended for this Mac"
     assert manager.rows["mlx-community/Qwen3.5-122B-A10B-4bit"].tag.text() == "For Macs with 128 GB or more"
+    # The 8-bit needs about 131 GB: the tag says what it really takes.
+    assert manager.rows["mlx-community/Qwen3.5-122B-A10B-8bit"].tag.text() == "For Macs with 256 GB or more"
     assert manager.rows["mlx-community/Qwen3.5-122B-A10B-4bit"].badge.objectName() == "Badge_wont_fit"
     assert manager.rows["mlx-community/Qwen3-8B-4bit"].tag.text() == ""
 

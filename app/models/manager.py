@@ -192,7 +192,8 @@ class ModelManager(QDialog):
         if entry.repo_id == self.recommended.repo_id:
             row.tag.setText("Recommended for this Mac")
         elif entry.large_mac:
-            row.tag.setText("For Macs with 128 GB or more")
+            smallest = entry.smallest_mac_gb()
+            row.tag.setText(f"For Macs with {smallest} GB or more" if smallest else "Too large for one Mac")
         task = self.downloads.get(entry.repo_id)
         if task is not None and task.running:
             self._show_downloading(row, task)

@@ -72,6 +72,9 @@ class ReasoningButton(QToolButton):
     def _rebuild(self) -> None:
         menu = self.menu()
         menu.clear()
+        for group in menu.findChildren(QActionGroup):  # clear() leaves the groups behind
+            group.setParent(None)
+            group.deleteLater()
         self.effort_actions, self.history_actions = {}, {}
         if self._levels:
             self._header(menu, "Reasoning Effort")

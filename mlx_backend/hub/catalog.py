@@ -24,6 +24,10 @@ QWEN3_VOCAB = 151936
 GROUP_SIZE = 64
 
 
+# Memory sizes Apple sells Macs with, in GB (for "For Macs with N GB or more").
+MAC_MEMORY_SIZES_GB = (8, 16, 18, 24, 32, 36, 48, 64, 96, 128, 192, 256, 512)
+
+
 @dataclass(frozen=True)
 class CatalogModel:
     repo_id: str
@@ -36,6 +40,14 @@ class CatalogModel:
     config: Mapping[str, Any]
     description: str
     large_mac: bool = False  # only for Macs with lots of memory (128 GB and more)
+
+    def smallest_mac_gb(self) -> Optional[int]:
+        """The smallest Mac memory size (GB) on which this model fits comfortably, or None."""
+        for gb in MAC_MEMORY_SIZES_GB:
+            # Metal's working set is about three quarters of a Mac's memory.
+            if self.plan(budget_bytes=int(gb * 2**30 * 0.75)).verdict == "fits":
+                return gb
+        return None
 
     @property
     def display_name(self) -> str:
@@ -125,16 +137,16 @@ _FAMILIES: tuple[_Family, ...] = (
             "Flagship mixture of experts; needs a Mac with 128 GB or more."),
     _Family("Qwen3-4B-Instruct-2507", "dense", "4B", _2507_CONTEXT, "never",
             {**_dense(2560, 9728, 36, 32, True), "rope_theta": 5e6, "max_position_embeddings": 262144},
-            "July 2025 update: answers directly (no thinking), 256K context."),
+            "July 2025 update: answers directly (no thinking)."),
     _Family("Qwen3-4B-Thinking-2507", "dense", "4B", _2507_CONTEXT, "always",
             {**_dense(2560, 9728, 36, 32, True), "rope_theta": 5e6, "max_position_embeddings": 262144},
-            "July 2025 update: always thinks first, 256K context."),
+            "July 2025 update: always thinks first."),
     _Family("Qwen3-30B-A3B-Instruct-2507", "moe", "30B total, 3B active", _2507_CONTEXT, "never",
             {**_moe(2048, 6144, 768, 48, 32), "rope_theta": 1e7, "max_position_embeddings": 262144},
-            "July 2025 update of the 30B MoE: fast direct answers, 256K context."),
+            "July 2025 update of the 30B MoE: fast direct answers."),
     _Family("Qwen3-30B-A3B-Thinking-2507", "moe", "30B total, 3B active", _2507_CONTEXT, "always",
             {**_moe(2048, 6144, 768, 48, 32), "rope_theta": 1e7, "max_position_embeddings": 262144},
-            "July 2025 update of the 30B MoE: always thinks first, 256K context."),
+            "July 2025 update of the 30B MoE: always thinks first."),
 )
 
 
@@ -214,16 +226,16 @@ _QWEN3_5_35B_A3B = _qwen3_5_moe(2048, 40, 16, 2, 32, 256, 8, 512)
 _HYBRID_FAMILIES: tuple[_Family, ...] = (
     _Family("Qwen3.5-0.8B", "dense", "0.8B", _HYBRID_CONTEXT, "hybrid",
             _qwen3_5(1024, 3584, 24, 8, 2, 16, True),
-            "2026 Qwen, tiny: quick rewrites on any Mac; 256K context."),
+            "Tiny and fast: quick rewrites on any Mac; answers directly by default."),
     _Family("Qwen3.5-2B", "dense", "2B", _HYBRID_CONTEXT, "hybrid",
             _qwen3_5(2048, 6144, 24, 8, 2, 16, True),
-            "2026 Qwen, small and fast, thinking on or off; 256K context."),
+            "Small and fast, thinking on or off."),
     _Family("Qwen3.5-4B", "dense", "4B", _HYBRID_CONTEXT, "hybrid",
             _qwen3_5(2560, 9216, 32, 16, 4, 32, True),
-            "2026 all-rounder for 8 GB Macs; thinking on or off, 256K context."),
+            "All-rounder for 8 GB Macs; thinking on or off."),
     _Family("Qwen3.5-9B", "dense", "9B", _HYBRID_CONTEXT, "hybrid",
             _qwen3_5(4096, 12288, 32, 16, 4, 32, False),
-            "2026 everyday model for 16 GB Macs; thinking on or off, 256K context."),
+            "Everyday model for 16 GB Macs; thinking on or off."),
     _Family("Qwen3.5-27B", "dense", "27B", _HYBRID_CONTEXT, "hybrid", _QWEN3_5_27B,
             "2026 dense 27B: strong reasoning; wants 32 GB or more."),
     _Family("Qwen3.5-35B-A3B", "moe", "35B total, 3B active", _HYBRID_CONTEXT, "hybrid",
@@ -231,7 +243,7 @@ _HYBRID_FAMILIES: tuple[_Family, ...] = (
             "2026 mixture of experts: 35B quality at the speed of a 3B model."),
     _Family("Qwen3.5-122B-A10B", "moe", "122B total, 10B active", _HYBRID_CONTEXT, "hybrid",
             _qwen3_5_moe(3072, 48, 32, 2, 64, 256, 8, 1024),
-            "2026 large mixture of experts; for Macs with 128 GB or more.", large_mac=True),
+            "Large mixture of experts for Macs with lots of memory.", large_mac=True),
     _Family("Qwen3.6-27B", "dense", "27B", _HYBRID_CONTEXT, "hybrid", _QWEN3_5_27B,
             "April 2026 update of the 27B; can keep its reasoning across turns."),
     _Family("Qwen3.6-35B-A3B", "moe", "35B total, 3B active", _HYBRID_CONTEXT, "hybrid",
@@ -240,9 +252,9 @@ _HYBRID_FAMILIES: tuple[_Family, ...] = (
     _Family("Qwen3.8-27B", "dense", "27B", _HYBRID_CONTEXT, "hybrid", _QWEN3_5_27B,
             "August 2026 27B with a reasoning-effort setting; wants 32 GB or more."),
     _Family("Qwen3-Next-80B-A3B-Instruct", "moe", "80B total, 3B active", _HYBRID_CONTEXT, "never",
-            _QWEN3_NEXT, "Hybrid-attention 80B MoE (Sept 2025): direct answers, 256K context."),
+            _QWEN3_NEXT, "Hybrid-attention 80B MoE (Sept 2025): direct answers."),
     _Family("Qwen3-Next-80B-A3B-Thinking", "moe", "80B total, 3B active", _HYBRID_CONTEXT, "always",
-            _QWEN3_NEXT, "Hybrid-attention 80B MoE (Sept 2025): always thinks first, 256K context."),
+            _QWEN3_NEXT, "Hybrid-attention 80B MoE (Sept 2025): always thinks first."),
 )
 # The model manager lists the catalog in this order: what people download now comes first.
 _FAMILIES = _HYBRID_FAMILIES + _FAMILIES
