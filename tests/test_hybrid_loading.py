@@ -428,3 +428,11 @@ def test_cli_converts_a_multimodal_moe_release(tmp_path, fused, capsys):
     ours = load_model(dst)
     theirs, _ = mlx_lm_load_model(dst)
     np.testing.assert_array_equal(logits(ours), logits(theirs))
+
+
+def test_layer_types_of_the_wrong_length_are_refused():
+    from mlx_backend.models.hybrid import check_layer_types
+
+    with pytest.raises(ValueError, match="lists 3 layers but num_hidden_layers is 4"):
+        check_layer_types({"num_hidden_layers": 4, "full_attention_interval": 4,
+                           "layer_types": ["linear_attention"] * 3})

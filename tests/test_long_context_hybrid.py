@@ -154,3 +154,13 @@ def test_engine_on_a_hybrid_uses_the_recipe_window_rope_and_hint(next_engine):
     assert 64 < len(prepared.prompt) + 16 <= 256  # too long natively, fits with YaRN
     with pytest.raises(ContextOverflowError, match=r"turn on long context \(YaRN\) for up to 256 tokens"):
         engine.prepare(request)
+
+
+def test_the_cards_recipe_written_into_the_config_keeps_the_published_limit():
+    from mlx_backend.models.limits import yarn_recipe
+
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 262144,
+            "rope_theta": 10000000, "partial_rotary_factor": 0.25}
+    configured = yarn_recipe("qwen3_5", "hybrid", 262144, rope)
+    plain = yarn_recipe("qwen3_5", "hybrid", 262144, None)
+    assert configured.in_config and configured.window() == plain.window() == 1_010_000

@@ -179,3 +179,26 @@ def test_a_hybrid_template_that_does_not_think_by_default_is_followed():
     # Qwen3's own template thinks by default, and /no_think still wins over enable_thinking=True.
     assert resolve_thinking("hi /no_think", True, "hybrid") is False
     assert resolve_thinking("hi", None, "hybrid") is True
+
+
+def test_a_template_that_takes_any_effort_or_names_no_default_offers_none():
+    from mlx_backend.text.chat_template import ChatTemplate
+
+    base = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    printing = ChatTemplate(base + "{% if reasoning_effort is defined %}Effort: {{ reasoning_effort }}{% endif %}"
+                            "{% if m is defined and m.role == 'user' %}{% endif %}")
+    assert printing.reasoning_efforts == ()  # any value renders: nothing to offer as a list
+
+
+def test_soft_switches_follow_what_the_template_does_when_thinking_not_its_default():
+    # A Qwen3.5-style template that does not think by default still opens <think> when asked:
+    # it belongs to the family that dropped /think and /no_think.
+    from mlx_backend.text.chat_template import ChatTemplate
+
+    template = ChatTemplate(
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n"
+        "{% if enable_thinking is defined and enable_thinking %}<think>\n"
+        "{% else %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+    )
+    assert not template.thinks_by_default and not template.soft_switches

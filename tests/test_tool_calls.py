@@ -249,3 +249,8 @@ def test_tool_calls_only_on_assistant_messages():
 
     with pytest.raises(RequestError, match="only the assistant's"):
         validate_request(ChatRequest(messages=(ChatMessage("user", "hi", tool_calls=(ToolCall("f", {}, ""),)),)))
+
+
+def test_text_after_the_function_block_makes_the_call_malformed():
+    call = parse_tool_call("<function=f>\n<parameter=a>\n1\n</parameter>\n</function>\n<function=g>\n</function>")
+    assert isinstance(call, MalformedToolCall) and "after </function>" in call.error

@@ -71,7 +71,6 @@ from mlx_backend.memory.sizes import GB, model_nbytes
 from mlx_backend.models import current_rope_scaling, set_rope_scaling
 from mlx_backend.models.shape import ModelShape, shape_of
 from mlx_backend.models.limits import (
-    DEFAULT_YARN_FACTOR,
     KV_GROUP_SIZE,
     YarnRecipe,
     context_window,
@@ -443,6 +442,10 @@ class Engine:
         reply's end is snapshotted too, for a next turn whose user message is edited.
         """
         if cancel.is_set():
+            return
+        if prepared.request.tools and "<tool_call>" in answer:
+            # The next request carries this turn as structured tool_calls and tool results,
+            # which no plain-text rendering of the reply matches: re-encoding would be wasted.
             return
         history = self._renderer.history_tokens(prepared, answer)
         if history is None:

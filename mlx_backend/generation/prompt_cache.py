@@ -142,8 +142,9 @@ class PromptCacheStore:
     """An LRU of per-conversation caches under a byte budget.
 
     The most recently used conversation is kept even when it alone exceeds the budget: its
-    cache lived in memory during the turn anyway and is what the next turn needs. Its
-    snapshots are extra memory, though: they go (oldest first) before the budget is exceeded.
+    cache lived in memory during the turn anyway and is what the next turn needs. Over the
+    budget, older conversations go first; if the current one alone is still over, its oldest
+    snapshots go next.
     Each entry keeps at most ``max_snapshots`` snapshots, the latest positions (the turns a
     user is likeliest to edit or regenerate).
     """

@@ -56,6 +56,9 @@ def check_layer_types(text: Mapping[str, Any]) -> None:
     kinds = text.get("layer_types")
     if not kinds:
         return
+    layers = int(text.get("num_hidden_layers") or len(kinds))
+    if len(kinds) != layers:
+        raise ValueError(f"layer_types lists {len(kinds)} layers but num_hidden_layers is {layers}")
     interval = int(text.get("full_attention_interval") or 4)
     built = [
         "full_attention" if (i + 1) % interval == 0 else "linear_attention"
@@ -77,8 +80,9 @@ def fuse_per_expert_weights(weights: dict[str, mx.array]) -> dict[str, mx.array]
     """transformers' one-tensor-per-expert layout -> the fused one Qwen publishes.
 
     ``experts.{e}.{gate,up,down}_proj.weight`` become ``experts.gate_up_proj`` ([E, 2I, H],
-    gate rows first) and ``experts.down_proj`` ([E, H, I]). Stacking is lazy: nothing is read
-    or copied until the model is evaluated.
+    gate rows first) and ``experts.down_proj`` ([E, H, I]), which mlx-lm's MoE sanitize then
+    splits into its SwitchGLU. Lazy: the stacked tensors are built once, when the weights are
+    evaluated (a copy of the experts at load, not a second resident one).
     """
     grouped: dict[str, dict[str, dict[int, mx.array]]] = {}
     rest: dict[str, mx.array] = {}

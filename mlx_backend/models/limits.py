@@ -68,6 +68,8 @@ def yarn_recipe(
         return YarnRecipe(
             factor=float(configured["factor"]),
             original_context=yarn_original_context(max_positions, configured),
+            # The card's recipe written into the config: its quoted limit still holds.
+            published_limit=HYBRID_PUBLISHED_LIMIT if model_type in _HYBRID_RECIPE_TYPES else None,
             in_config=True,
         )
     if model_type in _HYBRID_RECIPE_TYPES:

@@ -111,10 +111,11 @@ class ChatTemplate:
         self.source = source
         # transformers passes the tokenizer's named special tokens (eos_token, pad_token, ...) to templates.
         self._special_tokens = {k: v for k, v in (special_tokens or {}).items() if isinstance(v, str)}
-        self.thinking_mode, self.opens_think, self.thinks_by_default = self._probe_thinking()
+        self.thinking_mode, self.opens_think, self.thinks_by_default, on_opens_think = self._probe_thinking()
         # Qwen3's hybrid models were trained to follow /think and /no_think in a message; the
-        # Qwen3.5 family, whose template opens <think> itself, dropped that soft switch.
-        self.soft_switches = self.thinking_mode == "hybrid" and not self.opens_think
+        # Qwen3.5 family, whose template opens <think> itself when thinking (whatever its
+        # default), dropped that soft switch.
+        self.soft_switches = self.thinking_mode == "hybrid" and not on_opens_think
         self.reasoning_efforts = self._probe_reasoning_efforts()
         self.can_preserve_thinking = self._probe_preserve_thinking()
 
@@ -188,7 +189,7 @@ class ChatTemplate:
             raise template_errors_as_request_errors(error) from error
         return rendered[0]
 
-    def _probe_thinking(self) -> tuple[ThinkingMode, bool, bool]:
+    def _probe_thinking(self) -> tuple[ThinkingMode, bool, bool, bool]:
         """Derive the thinking behaviour by rendering one probe turn three ways.
 
         hybrid: the template honours ``enable_thinking``; always: its generation prompt opens
@@ -204,18 +205,19 @@ class ChatTemplate:
             )
         except RequestError as error:
             raise ModelLoadError(f"The model's chat template cannot render a simple conversation: {error}") from error
-        opens_think = ends_inside_thinking(default)
+        opens_think, on_opens_think = ends_inside_thinking(default), ends_inside_thinking(on)
         if off != on or off != default:
-            return "hybrid", opens_think, default != off
+            return "hybrid", opens_think, default != off, on_opens_think
         mode: ThinkingMode = "always" if opens_think else "never"
-        return mode, opens_think, mode == "always"
+        return mode, opens_think, mode == "always", on_opens_think
 
     def _probe_reasoning_efforts(self) -> tuple[str, ...]:
         """The reasoning_effort values the template takes, its default first (empty: none).
 
-        Found by rendering: a candidate is taken when the template renders it and either rejects
-        a made-up value (Qwen3.8 raises) or renders the candidate differently from it. The
-        default is the value that renders like leaving the variable undefined.
+        Found by rendering: the template must reject a made-up value (Qwen3.8 raises), each
+        candidate it renders is taken, and one of them must render like leaving the variable
+        undefined (the default). A template that takes any value (or prints it) or names no
+        default gets no effort setting, rather than a list of guesses.
         """
         if "reasoning_effort" not in self.source:
             return ()
@@ -233,8 +235,12 @@ class ChatTemplate:
         seen = dict.fromkeys(_QUOTED_WORD.findall(self.source))
         seen.update(dict.fromkeys(e for e in _COMMON_EFFORTS if e not in seen))
         texts = {value: attempt(reasoning_effort=value) for value in seen}
-        taken = [value for value, text in texts.items() if text is not None and (bogus is None or text != bogus)]
+        if bogus is not None:
+            return ()
+        taken = [value for value, text in texts.items() if text is not None]
         first = [value for value in taken if texts[value] == default][:1]
+        if not first:
+            return ()
         return tuple(first + [value for value in taken if value not in first])
 
     def _probe_preserve_thinking(self) -> bool:

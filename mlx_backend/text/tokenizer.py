@@ -222,8 +222,9 @@ class Qwen3Tokenizer:
 
     @property
     def template_opens_think(self) -> bool:
-        """True when the generation prompt itself ends inside <think> (Thinking-2507): the model's
-        output then holds only the closing </think>."""
+        """True when the default generation prompt ends inside <think> (Thinking-2507, and the
+        Qwen3.5 family when it thinks by default): the model's output then holds only the
+        closing </think>. Not "always thinks": that is ``thinking_mode == "always"``."""
         return self.chat_template.opens_think
 
     def apply_chat_template(

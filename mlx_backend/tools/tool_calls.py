@@ -88,6 +88,8 @@ def _parse_xml_call(body: str, text: str, schemas: ToolSchemas) -> ParsedCall:
     if match is None or not match.group(1).strip():
         return MalformedToolCall(body, "The tool call has no function name.")
     name = match.group(1).strip()
+    if text[match.end():].strip():
+        return MalformedToolCall(body, "The tool call has text after </function> (one function per <tool_call>).")
     properties = schemas.get(name, {})
     arguments: dict[str, Any] = {}
     for parameter in _PARAMETER.finditer(match.group(2)):
