@@ -334,7 +334,8 @@ def test_thinking_toggle_is_offered_only_for_hybrid_models(qtbot, data_dir) -> N
             assert window.thinking_toggle.isVisible() is offered, mode
             assert window.menus.thinking_action.isEnabled() is offered
             request = window.chat.build_request([])
-            assert request.enable_thinking == (window.settings.thinking_enabled if offered else None)
+            # Unset: the model's own default decides (sent as None) until the user flips the switch.
+            assert request.enable_thinking == (window.settings.thinking_choice if offered else None)
         with qtbot.waitSignal(client.modelLoaded, timeout=5000):
             client.load_model("hybrid")
         window.thinking_toggle.click()
