@@ -271,3 +271,18 @@ def test_a_failed_load_hides_the_previous_models_switches(qtbot, data_dir, fake_
     with qtbot.waitSignal(fake_worker.modelLoadFailed, timeout=5000):
         fake_worker.load_model("no-such-model")
     assert not window.reasoning_button.isVisible() and not window.thinking_toggle.isVisible()
+
+
+def test_the_reasoning_choices_are_in_the_model_menu_too(qtbot, data_dir, fake_worker) -> None:
+    window = open_window(qtbot, fake_worker, data_dir)
+    submenu = window.reasoning_button.menu()
+    model_menu = submenu.menuAction().associatedObjects()
+    assert any(getattr(menu, "title", lambda: "")() == "&Model" for menu in model_menu)
+    assert not submenu.menuAction().isVisible()  # no model: nothing to offer
+    engine = load(qtbot, fake_worker, "qwen3.8")
+    assert submenu.menuAction().isVisible() and submenu.title() == "Reasoning"
+    window.reasoning_button.effort_actions["low"].trigger()  # the same actions as the popup
+    send(qtbot, window, "Hi")
+    assert engine.requests[-1].reasoning_effort == "low"
+    load(qtbot, fake_worker, "qwen3.5")
+    assert not submenu.menuAction().isVisible()

@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self._build_top_bar()
         self._build_layout()
         self.menus = WindowMenus(self)
+        self.menus.add_reasoning_menu(self.reasoning_button.menu())
         self._connect()
         self.sidebar.refresh()
         self._refresh_model_picker()

@@ -24,6 +24,12 @@ class WindowMenus:
         self._window = window
         self._build(window)
 
+    def add_reasoning_menu(self, menu) -> None:
+        """The top bar's Effort / earlier-reasoning menu, in the menu bar too (keyboard, VoiceOver),
+        after Think Before Answering; it shows only while the loaded model offers it."""
+        menu.setTitle("Reasoning")
+        self._model_menu.insertMenu(self._sampling_menu.menuAction(), menu)
+
     def _action(self, text: str, slot: Callable, shortcut=None, *, tip: str = "") -> QAction:
         action = QAction(text, self._window)
         if shortcut is not None:
@@ -109,6 +115,7 @@ class WindowMenus:
         self.thinking_action.setChecked(window.settings.thinking_enabled)
         model_menu.addAction(self.thinking_action)
         sampling = model_menu.addMenu("Sampling")
+        self._model_menu, self._sampling_menu = model_menu, sampling
         self.sampling_group = QActionGroup(window)
         for preset in SAMPLING_PRESETS:
             action = QAction(preset.label, self.sampling_group)

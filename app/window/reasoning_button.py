@@ -43,6 +43,7 @@ class ReasoningButton(QToolButton):
         self.effort_actions: dict[str, QAction] = {}
         self.history_actions: dict[str, QAction] = {}
         self.hide()
+        self.menu().menuAction().setVisible(False)
 
     # ------------------------------------------------------------------ API
     def set_model(self, info: object) -> None:
@@ -93,6 +94,7 @@ class ReasoningButton(QToolButton):
                 action.triggered.connect(lambda _=False, value=value: self._choose_history(value))
                 self.history_actions[value] = action
         self.setVisible(self.offered)
+        menu.menuAction().setVisible(self.offered)  # also the Model menu's Reasoning submenu
         self._sync()
 
     @staticmethod
