@@ -156,7 +156,8 @@ class RecordingEngine:
 def fresh_engines() -> dict[str, RecordingEngine]:
     # New engines for every test, so a request list never holds an earlier test's requests.
     return {
-        "qwen3.8": RecordingEngine(_info(reasoning_efforts=("xhigh", "medium", "low"), can_preserve_thinking=True)),
+        "qwen3.8": RecordingEngine(_info(reasoning_efforts=("xhigh", "medium", "low"), can_preserve_thinking=True,
+                                         preserves_thinking_by_default=True)),
         "qwen3.6": RecordingEngine(_info(can_preserve_thinking=True)),
         "qwen3.5": RecordingEngine(_info()),
         "qwen3.5-small": RecordingEngine(_info(thinks_by_default=False)),  # answers directly by default
@@ -233,12 +234,14 @@ def test_without_levels_there_is_no_effort_control_and_no_effort_is_sent(qtbot, 
     engine = load(qtbot, fake_worker, "qwen3.6")  # preserve_thinking only
     assert button.isVisible() and not button.effort_actions and button.text().startswith("Reasoning")
     assert button.history_actions["keep"].isChecked()
+    assert button.history_actions["default"].text() == "Model\u2019s Default (Drop)"  # Qwen3.6 drops
     window.new_chat()
     send(qtbot, window, "Hi again")
     assert (engine.requests[-1].reasoning_effort, engine.requests[-1].preserve_thinking) == (None, True)
 
     engine = load(qtbot, fake_worker, "qwen3.8")  # the stored level applies where it exists
     assert button.text().startswith("Effort: Medium")
+    assert button.history_actions["default"].text() == "Model\u2019s Default (Keep)"  # Qwen3.8 keeps
     window.new_chat()
     send(qtbot, window, "And now")
     assert (engine.requests[-1].reasoning_effort, engine.requests[-1].preserve_thinking) == ("medium", True)

@@ -269,6 +269,12 @@ def test_can_preserve_thinking(ours, release, can):
     assert ours[release].can_preserve_thinking is can
 
 
+@pytest.mark.parametrize("release, keeps", [("qwen3.5", False), ("qwen3.6", False), ("qwen3.8", True)])
+def test_what_each_template_does_with_earlier_reasoning_by_default(ours, release, keeps):
+    # Qwen3.8 keeps earlier turns' reasoning unless told not to; Qwen3.6 only when asked.
+    assert ours[release].preserves_thinking_by_default is keeps
+
+
 @pytest.mark.parametrize(
     "release, options, words",
     [

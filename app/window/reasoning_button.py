@@ -37,6 +37,7 @@ class ReasoningButton(QToolButton):
         self.setMenu(QMenu(self))
         self._levels: tuple[str, ...] = ()
         self._preserve = False
+        self._preserve_default = False
         self._effort = ""
         self._history = "default"
         self._thinking = True
@@ -50,6 +51,7 @@ class ReasoningButton(QToolButton):
         """Offer what the loaded model's template takes (None: no model: nothing to offer)."""
         self._levels = effort_levels(info) if info is not None else ()
         self._preserve = can_preserve_thinking(info) if info is not None else False
+        self._preserve_default = bool(getattr(info, "preserves_thinking_by_default", False))
         self._rebuild()
 
     def set_choices(self, effort: str, history_reasoning: str) -> None:
@@ -90,6 +92,8 @@ class ReasoningButton(QToolButton):
             self._header(menu, "Earlier Answers\u2019 Reasoning")
             group = QActionGroup(menu)
             for value, label in HISTORY_CHOICES:
+                if value == "default":  # say what the default is: Qwen3.8 keeps, Qwen3.6 drops
+                    label += " (Keep)" if self._preserve_default else " (Drop)"
                 action = self._choice(menu, group, label, value)
                 action.triggered.connect(lambda _=False, value=value: self._choose_history(value))
                 self.history_actions[value] = action

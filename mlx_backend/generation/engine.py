@@ -103,6 +103,8 @@ class EngineInfo:
     reasoning_efforts: tuple[str, ...] = ()
     # Does the template offer to keep earlier turns' reasoning (preserve_thinking)?
     can_preserve_thinking: bool = False
+    # Where it can: does the template keep earlier reasoning when the request leaves it unset?
+    preserves_thinking_by_default: bool = False
     # A hybrid model's default when the request leaves thinking unset (Qwen3.5-0.8B: off).
     thinks_by_default: bool = True
 
@@ -182,6 +184,7 @@ class Engine:
             path=self._load_info.path if self._load_info else None,
             reasoning_efforts=self.tokenizer.reasoning_efforts,
             can_preserve_thinking=self.tokenizer.can_preserve_thinking,
+            preserves_thinking_by_default=self.tokenizer.preserves_thinking_by_default,
             thinks_by_default=self.tokenizer.thinks_by_default,
         )
 

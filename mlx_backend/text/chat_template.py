@@ -117,7 +117,7 @@ class ChatTemplate:
         # default), dropped that soft switch.
         self.soft_switches = self.thinking_mode == "hybrid" and not on_opens_think
         self.reasoning_efforts = self._probe_reasoning_efforts()
-        self.can_preserve_thinking = self._probe_preserve_thinking()
+        self.can_preserve_thinking, self.preserves_thinking_by_default = self._probe_preserve_thinking()
 
     def render(
         self,
@@ -243,23 +243,25 @@ class ChatTemplate:
             return ()
         return tuple(first + [value for value in taken if value not in first])
 
-    def _probe_preserve_thinking(self) -> bool:
-        """Does ``preserve_thinking`` change how an earlier turn's reasoning is rendered?"""
+    def _probe_preserve_thinking(self) -> tuple[bool, bool]:
+        """Does ``preserve_thinking`` change how an earlier turn's reasoning is rendered, and
+        does the template keep it when the setting is left unset (Qwen3.8 does, Qwen3.6 not)?"""
         if "preserve_thinking" not in self.source:
-            return False
+            return False, False
         history: list[TemplateData] = [
             {"role": "user", "content": "probe"},
             {"role": "assistant", "content": "answer", "reasoning_content": _REASONING_PROBE},
             {"role": "user", "content": "probe"},
         ]
         try:
-            kept, dropped = (
-                self._render(history, add_generation_prompt=True, tools=None, preserve_thinking=flag)
-                for flag in (True, False)
+            kept, dropped, unset = (
+                self._render(history, add_generation_prompt=True, tools=None, **flag)
+                for flag in ({"preserve_thinking": True}, {"preserve_thinking": False}, {})
             )
         except RequestError:
-            return False
-        return _REASONING_PROBE in kept and _REASONING_PROBE not in dropped
+            return False, False
+        offered = _REASONING_PROBE in kept and _REASONING_PROBE not in dropped
+        return offered, offered and _REASONING_PROBE in unset
 
 
 def ends_inside_thinking(prompt: str) -> bool:

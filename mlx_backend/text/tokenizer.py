@@ -221,6 +221,10 @@ class Qwen3Tokenizer:
         return self.chat_template.can_preserve_thinking
 
     @property
+    def preserves_thinking_by_default(self) -> bool:
+        return self.chat_template.preserves_thinking_by_default
+
+    @property
     def template_opens_think(self) -> bool:
         """True when the default generation prompt ends inside <think> (Thinking-2507, and the
         Qwen3.5 family when it thinks by default): the model's output then holds only the
