@@ -92,12 +92,14 @@ class DemoInfo:
     quantization_bits: int = 4
     reasoning_efforts: tuple[str, ...] = ()
     can_preserve_thinking: bool = False
+    preserves_thinking_by_default: bool = False
 
 
-# Qwen3.8's template takes an effort level and keeps earlier reasoning on request.
+# Qwen3.8's template takes an effort level and keeps earlier reasoning unless told not to.
 QWEN38_INFO = DemoInfo(name="Qwen3.8-27B-4bit", model_type="qwen3_5", context_length=262144,
                        yarn_context_length=None, weights_bytes=15_200_000_000, num_layers=64,
-                       reasoning_efforts=("xhigh", "medium", "low"), can_preserve_thinking=True)
+                       reasoning_efforts=("xhigh", "medium", "low"), can_preserve_thinking=True,
+                       preserves_thinking_by_default=True)
 
 
 class DemoEngine:
