@@ -4,6 +4,7 @@ whose config allows 1,024 positions (so a 20-page PDF needs map-reduce)."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tests.support.documents import sample_paragraph, write_long_pdf, write_pdf
 TIMEOUT_MS = 60_000
 # Tiny answers keep random-weight generation short; no YaRN so long files go map-reduce.
 OPTIONS = SummaryOptions(answer_tokens=24, part_answer_tokens=12, allow_yarn=False, seed=0)
+CHAT_ANSWER_TOKENS = 48
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ class GatedEngine:
 
 
 class RecordingEngine:
-    """The real engine, with every request it runs written down."""
+    """The real engine, with every request it runs written down. Chat answers are capped at
+    CHAT_ANSWER_TOKENS: a random-weight model otherwise rambles until the context is nearly
+    full, and whether a follow-up still fits would depend on the sampler's luck."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -78,7 +82,8 @@ class RecordingEngine:
         self.requests.append(request)
         self.answers.append("")
         index = len(self.answers) - 1
-        for event in self._engine.stream(request, cancel):
+        capped = dataclasses.replace(request, max_tokens=min(request.max_tokens, CHAT_ANSWER_TOKENS))
+        for event in self._engine.stream(capped, cancel):
             if isinstance(event, AnswerDelta):
                 self.answers[index] += event.text
             yield event
