@@ -1,0 +1,38 @@
+"""From a backend's thread-side sink to an async iterator a route handler can ``async for``.
+
+Leaving the iteration early - a client that disconnected, an exception in the handler - cancels
+the request in the backend: the engine checks its cancel event after every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from mlx_backend.events import ChatRequest
+from mlx_backend.server.backend import GenerationBackend, JobEnded
+
+
+async def request_events(backend: GenerationBackend, request: ChatRequest, *, client: str = "") -> AsyncIterator[object]:
+    """Yield the request's events (``Rejected`` first and only, if it was refused)."""
+    loop = asyncio.get_running_loop()
+    items: "asyncio.Queue[object]" = asyncio.Queue()
+
+    def sink(item: object) -> None:
+        try:
+            loop.call_soon_threadsafe(items.put_nowait, item)
+        except RuntimeError:  # the loop closed (server shutting down): nobody is listening
+            pass
+
+    cancel = backend.submit(request, sink, client=client)
+    ended = False
+    try:
+        while True:
+            item = await items.get()
+            if isinstance(item, JobEnded):
+                ended = True
+                return
+            yield item
+    finally:
+        if not ended:
+            cancel()
