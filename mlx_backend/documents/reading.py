@@ -80,6 +80,9 @@ class Document:
     language: Optional[str] = None
     # The text encoding a plain-text or HTML file was decoded from.
     encoding: Optional[str] = None
+    # What the user should know about how the file was read, in plain words ("Pages 3-9 have
+    # no readable text (scanned?)", "One table could not be read and was skipped").
+    notes: tuple[str, ...] = ()
 
     def with_tokens(self, tokens: int) -> "Document":
         return replace(self, tokens=tokens)
