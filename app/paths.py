@@ -30,6 +30,23 @@ def data_dir() -> Path:
     return path
 
 
+def cache_dir() -> Path:
+    """Regenerable data (prompt caches): macOS ~/Library/Caches/Qwen Desk, which Time Machine
+    skips; under QWEN_DESK_DATA_DIR a "cache" folder inside it."""
+    if os.environ.get(DATA_DIR_ENV):
+        path = data_dir() / "cache"
+    else:
+        location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.CacheLocation)
+        path = Path(location) if location and APP_NAME in location else data_dir() / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def prompt_cache_dir() -> Path:
+    """Where conversations' prompt caches are kept between launches."""
+    return cache_dir() / "prompt-cache"
+
+
 def settings_file_override() -> Path | None:
     """An INI file beside the data when QWEN_DESK_DATA_DIR is set; None means native QSettings."""
     if os.environ.get(DATA_DIR_ENV):

@@ -123,9 +123,10 @@ def chat_job(request: ChatRequest) -> Job:
 
 
 def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> InferenceEngine:
+    from app.paths import prompt_cache_dir
     from mlx_backend.generation.engine import Engine  # imported on the worker thread: MLX stays off the GUI
 
-    return Engine.load(path_or_repo, progress=progress)
+    return Engine.load(path_or_repo, progress=progress, disk_cache_folder=prompt_cache_dir())
 
 
 def _release_memory() -> None:

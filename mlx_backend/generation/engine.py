@@ -37,6 +37,8 @@ Contract with the caller (the GUI worker, the CLI):
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_backend.errors import ContextOverflowError, RequestError
 from mlx_backend.events import ChatRequest, Event, Failed, Finished, PrefillProgress
 from mlx_backend.generation.decode import TokenStep, decode_reply
+from mlx_backend.generation.disk_cache import DEFAULT_DISK_BUDGET_BYTES, DiskPromptCache, model_identity
 from mlx_backend.generation.prefill import PrefillChunk, PrefillPolicy, prefill
 from mlx_backend.generation.prompt_cache import (
     PromptCacheStore,
@@ -79,6 +82,8 @@ from mlx_backend.models.limits import (
     yarn_recipe,
 )
 from mlx_backend.text.tokenizer import Qwen3Tokenizer
+
+log = logging.getLogger(__name__)
 
 # A prompt must leave this much of the context free for the answer (or max_tokens, if smaller).
 ANSWER_ROOM_TOKENS = 512
@@ -127,6 +132,8 @@ class Engine:
         max_cached_conversations: int = 4,
         answer_room_tokens: int = ANSWER_ROOM_TOKENS,
         reencode_replies: bool = True,
+        disk_cache_folder: Optional[str | Path] = None,
+        disk_cache_budget_bytes: int = DEFAULT_DISK_BUDGET_BYTES,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -146,7 +153,29 @@ class Engine:
         if cache_budget_bytes is None:
             cache_budget_bytes = self._default_cache_budget()
         self.prompt_caches = PromptCacheStore(cache_budget_bytes, max_cached_conversations)
+        # Conversations' caches on disk, so a chat reopened after a restart isn't prefilled again.
+        self.disk_cache: Optional[DiskPromptCache] = None
+        if disk_cache_folder is not None:
+            self.disk_cache = DiskPromptCache(
+                disk_cache_folder, self._identity(), self._shape, disk_cache_budget_bytes
+            )
         self._busy = threading.Lock()
+
+    def _identity(self) -> str:
+        """What a cache file must have been made with to be used: these weights and template."""
+        weights = []
+        if self._load_info is not None:
+            for file in sorted(self._load_info.path.glob("*.safetensors")):
+                stat = file.stat()
+                weights.append((file.name, stat.st_size, stat.st_mtime_ns))
+        return model_identity(
+            str(self._load_info.path) if self._load_info else self._name,
+            self._load_info.config if self._load_info else None,
+            weights,
+            self.tokenizer.chat_template.source,
+            self._weights_bytes,
+            importlib.metadata.version("mlx-lm"),
+        )
 
     @classmethod
     def load(
@@ -216,8 +245,10 @@ class Engine:
     # ------------------------------------------------------------------ caches
 
     def forget_conversation(self, conversation_id: str) -> None:
-        """Drop a conversation's cache (deleted chat, edited history)."""
+        """Drop a conversation's cache (deleted chat, edited history), on disk too."""
         self.prompt_caches.discard(conversation_id)
+        if self.disk_cache is not None:
+            self.disk_cache.discard(conversation_id)
 
     def clear_caches(self) -> None:
         self.prompt_caches.clear()
@@ -326,6 +357,7 @@ class Engine:
 
     def _checkout_cache(self, prepared: PreparedRequest) -> RequestRun:
         request = prepared.request
+        self._restore_from_disk(request)
         checkout = self.prompt_caches.checkout(
             request.conversation_id,
             prepared.prompt,
@@ -341,6 +373,16 @@ class Engine:
         if request.conversation_id and is_restorable(run.layers):
             run.want_snapshots_at(self._turn_boundaries(prepared.prompt))
         return run
+
+    def _restore_from_disk(self, request: ChatRequest) -> None:
+        """A conversation not in memory (first use since a restart) may have a cache on disk."""
+        conversation = request.conversation_id
+        if self.disk_cache is None or not conversation or conversation in self.prompt_caches:
+            return
+        signature = self._signature(request)
+        entry = self.disk_cache.load(conversation, signature)
+        if entry is not None:
+            self.prompt_caches.put(conversation, entry.layers, entry.tokens, signature, entry.snapshots)
 
     def _turn_boundaries(self, prompt: list[int]) -> list[int]:
         """Where a re-rendered history may first differ from this prompt: before the generation
@@ -358,9 +400,14 @@ class Engine:
             return
         # Every layer must hold exactly the tokens we think it holds, or the cache is dropped.
         if all(layer.offset == len(run.held) for layer in run.layers):
-            self.prompt_caches.put(
-                conversation, run.layers, run.held, self._signature(prepared.request), run.snapshots
-            )
+            signature = self._signature(prepared.request)
+            self.prompt_caches.put(conversation, run.layers, run.held, signature, run.snapshots)
+            entry = self.prompt_caches.peek(conversation)
+            if self.disk_cache is not None and entry is not None:
+                try:
+                    self.disk_cache.save(conversation, entry, signature)
+                except Exception:  # noqa: BLE001 - the disk copy is an optimisation only
+                    log.warning("could not save the prompt cache", exc_info=True)
 
     def _events(self, prepared: PreparedRequest, run: RequestRun, cancel: threading.Event) -> Iterator[Event]:
         prompt = prepared.prompt

@@ -46,9 +46,13 @@ class ScriptedModel:
         forced = mx.where(mx.arange(vocab) == target, 0.0, -1e9).astype(logits.dtype)
         return mx.concatenate([logits[:, :-1, :], mx.broadcast_to(forced, (logits.shape[0], 1, vocab))], axis=1)
 
-    def _next_token(self, fed: list[int]) -> int:
+    def _next_token(self, fed: list[int]) -> int | None:
         if fed[0] == self._end:
             return self._end  # generate_step runs one step past the end of a turn: not a new prompt
+        if len(self._history) >= 2 and self._history[-2] == self._end:
+            # A lone token right after an end of turn is the engine re-encoding a plain reply
+            # (the "\n" the template puts after <|im_end|>); a generation prompt never ends so.
+            return None
         # generate_step feeds the prompt's last token alone, then each sampled token alone: a
         # single-token call that doesn't continue the reply being written starts a new one.
         if self._writing is not None:
