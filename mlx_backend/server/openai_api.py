@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -163,7 +163,7 @@ class _Format:
         kind = "chat.completion" if self.chat else "text_completion"
         return {"id": self.id, "object": kind + suffix, "created": int(time.time()), "model": self.model}
 
-    def chunk(self, delta: dict[str, Any], finish_reason: Optional[str] = None, warnings: list[str] = ()) -> dict[str, Any]:
+    def chunk(self, delta: dict[str, Any], finish_reason: Optional[str] = None, warnings: Sequence[str] = ()) -> dict[str, Any]:
         if self.chat:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         else:
