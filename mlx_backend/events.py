@@ -59,6 +59,9 @@ class ChatRequest:
     # "description", "parameters"}}), rendered by the model's own template. Calls in the answer
     # then come back as ToolCallEvent, never as answer text.
     tools: tuple[Mapping[str, Any], ...] = ()
+    # Text completion (the server's /v1/completions): this prompt as is, no chat template and no
+    # thinking; ``messages`` must then be empty. Control tokens written in it become their ids.
+    raw_prompt: Optional[str] = None
 
 
 @dataclass(frozen=True)

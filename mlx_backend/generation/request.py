@@ -45,7 +45,21 @@ class PreparedRequest:
 
 def validate_request(request: ChatRequest) -> None:
     """Raise RequestError for a request the engine can't run (nothing is computed yet)."""
-    messages = request.messages
+    if request.raw_prompt is not None:
+        _validate_raw_prompt(request)
+    else:
+        _validate_messages(request.messages)
+    _validate_settings(request)
+
+
+def _validate_raw_prompt(request: ChatRequest) -> None:
+    if not isinstance(request.raw_prompt, str) or not request.raw_prompt:
+        raise RequestError("The prompt is empty: write some text for the model to continue.")
+    if request.messages or request.tools:
+        raise RequestError("A text completion takes a prompt only, not messages or tools.")
+
+
+def _validate_messages(messages: tuple[ChatMessage, ...]) -> None:
     if not messages:
         raise RequestError("The conversation is empty: write a message first.")
     for position, message in enumerate(messages, start=1):
@@ -70,6 +84,9 @@ def validate_request(request: ChatRequest) -> None:
         )
     if last.role == "user" and not last.content.strip():
         raise RequestError("The last message is empty: write something for the model to answer.")
+
+
+def _validate_settings(request: ChatRequest) -> None:
     if not isinstance(request.max_tokens, int) or request.max_tokens <= 0:
         raise RequestError(f"max_tokens must be a positive whole number, not {request.max_tokens!r}.")
     if request.kv_bits not in (None, 4, 8):
@@ -114,6 +131,8 @@ class PromptRenderer:
 
     def thinking_for(self, request: ChatRequest) -> bool:
         """Will the model think in this request's turn (its settings and the model's switches)?"""
+        if request.raw_prompt is not None:
+            return False  # a text completion: no template, so no thinking switch either
         last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         return resolve_thinking(
             last_user,
@@ -125,6 +144,8 @@ class PromptRenderer:
 
     def prompt(self, request: ChatRequest, thinking: bool) -> list[int]:
         """The request's prompt ids, up to and including the generation prompt."""
+        if request.raw_prompt is not None:
+            return self.tokenizer.encode(request.raw_prompt)
         return self.render(
             request.messages,
             add_generation_prompt=True,
