@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -18,7 +17,7 @@ import anthropic
 import pytest
 
 from mlx_backend import Engine
-from mlx_backend.events import AnswerDelta, Finished, GenerationStats, PrefillProgress
+from mlx_backend.events import AnswerDelta, Failed, Finished, GenerationStats, PrefillProgress
 from mlx_backend.loading.loader import load
 from mlx_backend.server.app import create_app
 from mlx_backend.server.backend import EngineBackend, JobEnded
@@ -323,7 +322,7 @@ class _EndlessBackend:
         return self.cancelled.set
 
 
-def test_a_client_that_leaves_cancels_the_generation(qwen3):
+def test_a_client_that_leaves_cancels_the_generation():
     from mlx_backend.server.backend import ServedModel
 
     for streamed in (False, True):
@@ -337,6 +336,60 @@ def test_a_client_that_leaves_cancels_the_generation(qwen3):
                 with pytest.raises(anthropic.APITimeoutError):
                     client.messages.create(model="m", max_tokens=10, messages=_user("hi"))
             assert backend.cancelled.wait(5), f"streamed={streamed}: the generation went on after the client left"
+
+
+class _FailingBackend:
+    """Writes a little, then fails as the engine does on an MLX error."""
+
+    def __init__(self, served):
+        self._served = served
+
+    def served_model(self):
+        return self._served
+
+    def submit(self, request, sink, *, client=""):
+        for item in (PrefillProgress(0, 1, None), AnswerDelta("Hal"), Failed("Out of memory while answering."), JobEnded()):
+            sink(item)
+        return lambda: None
+
+
+def test_a_generation_that_fails_is_an_api_error_whole_and_streamed():
+    from mlx_backend.server.backend import ServedModel
+
+    with serving(create_app(_FailingBackend(ServedModel("failing", None)))) as url:
+        client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+        with pytest.raises(anthropic.InternalServerError, match="Out of memory") as caught:
+            client.messages.create(model="m", max_tokens=10, messages=_user("hi"))
+        assert caught.value.body["error"]["type"] == "api_error"
+        with pytest.raises(anthropic.APIStatusError, match="Out of memory"):
+            with client.messages.stream(model="m", max_tokens=10, messages=_user("hi")) as stream:
+                list(stream)
+
+
+def test_tool_results_become_tool_messages_in_order_and_errors_say_so():
+    from mlx_backend.server.anthropic_messages import parse_messages_request
+
+    messages = [
+        *_user("Weather in Paris and Rome?"),
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Two cities.", "signature": ""},
+            {"type": "text", "text": "Checking both."},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "no such city"}], "is_error": True},
+            {"type": "text", "text": "And tomorrow?"},
+        ]},
+    ]
+    request = parse_messages_request({"max_tokens": 5, "messages": messages, "tools": [WEATHER_TOOL]}, max_tokens_limit=100).request
+    assert [m.role for m in request.messages] == ["user", "assistant", "tool", "tool", "user"]
+    assistant = request.messages[1]
+    assert [(c.name, c.arguments) for c in assistant.tool_calls] == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})]
+    assert "Two cities." in assistant.content and assistant.content.endswith("Checking both.")
+    assert [m.content for m in request.messages[2:]] == ["sunny", "Error: no such city", "And tomorrow?"]
+    assert request.tools == ({"type": "function", "function": {"name": "get_weather", "description": WEATHER_TOOL["description"], "parameters": WEATHER_TOOL["input_schema"]}},)
 
 
 def test_count_tokens_says_it_is_not_available(qwen3):
@@ -369,3 +422,39 @@ def test_effort_reaches_templates_that_take_it_and_only_those():
     assert effort(("xhigh", "medium", "low"), "low") == "low"
     assert effort(("xhigh", "medium", "low"), "max") is None
     assert effort((), "low") is None
+
+
+@pytest.fixture(scope="module")
+def qwen35(tmp_path_factory):
+    from tests.support.hybrid_checkpoints import hybrid_fixtures_available
+
+    if not hybrid_fixtures_available():
+        pytest.skip("the shared Qwen3.5-family fixtures are missing")
+    pytest.importorskip("torch")
+    from tests.support.hybrid_checkpoints import write_hybrid_checkpoint
+
+    return load(write_hybrid_checkpoint(tmp_path_factory.mktemp("anthropic-qwen35") / "Qwen3.5-tiny", kind="dense", release="qwen3.5"))
+
+
+def test_a_qwen35_xml_tool_call_streams_as_tool_use_and_a_result_continues(qwen35):
+    call = ("I should look it up.\n</think>\n\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n"
+            "</parameter>\n</function>\n</tool_call>")
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    with _server(qwen35, [call, "Sunny, it seems."]) as (client, scripted, tokenizer):
+        with client.messages.stream(model="m", max_tokens=120, thinking=thinking, tools=[WEATHER_TOOL], messages=_user("Weather in Paris?")) as stream:
+            kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+            final = stream.get_final_message()
+        assert "<tools>" in _prompt(scripted, tokenizer) and "get_weather" in _prompt(scripted, tokenizer)
+        assert [b.type for b in final.content] == ["thinking", "tool_use"] and final.stop_reason == "tool_use"
+        assert final.content[0].thinking == "I should look it up."
+        assert final.content[1].name == "get_weather" and final.content[1].input == {"city": "Paris"}
+        assert "input_json_delta" in kinds
+        history = [
+            *_user("Weather in Paris?"),
+            {"role": "assistant", "content": [b.to_dict() for b in final.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": final.content[1].id, "content": "sunny, 21C"}]},
+        ]
+        follow = client.messages.create(model="m", max_tokens=120, thinking={"type": "disabled"}, tools=[WEATHER_TOOL], messages=history)
+        prompt = _prompt(scripted, tokenizer)
+    assert follow.content[-1].text == "Sunny, it seems." and follow.stop_reason == "end_turn"
+    assert "sunny, 21C" in prompt and "<function=get_weather>" in prompt

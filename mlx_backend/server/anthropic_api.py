@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mlx_backend.events import ChatRequest, Failed, Finished
-from mlx_backend.server.anthropic_messages import AnthropicRequestError, MessagesCall, assistant_message, parse_messages_request
+from mlx_backend.server.anthropic_messages import AnthropicRequestError, assistant_message, parse_messages_request
 from mlx_backend.server.anthropic_reply import ReplyBuilder, StreamEvent, sse
 from mlx_backend.server.backend import GenerationBackend, Rejected
 from mlx_backend.server.streams import request_events
@@ -102,9 +102,10 @@ def routes(context: "ServerContext") -> list[Route]:
         first = await anext(events, None)
         if first is None:
             return anthropic_error(503, "The server is shutting down.")
-        if isinstance(first, Rejected):
+        if isinstance(first, (Rejected, Failed)):
             await events.aclose()
-            return anthropic_error(first.status, first.message)
+            status = first.status if isinstance(first, Rejected) else 500
+            return anthropic_error(status, first.message)
 
         builder = ReplyBuilder(served.id, call.stop_sequences)
 
