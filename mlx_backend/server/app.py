@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 
+from mlx_backend.server import anthropic_api
 from mlx_backend.server import openai_api
 from mlx_backend.server.backend import GenerationBackend
 from mlx_backend.server.conversations import ConversationKeys
@@ -23,7 +24,7 @@ class ServerContext:
 
 def create_app(backend: GenerationBackend, settings: ServerSettings = ServerSettings()) -> Starlette:
     context = ServerContext(backend, settings)
-    routes = [*openai_api.routes(context)]
+    routes = [*openai_api.routes(context), *anthropic_api.routes(context)]
     app = Starlette(routes=routes)
     app.state.context = context
     return app
