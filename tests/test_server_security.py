@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import socket
 import threading
 import time
 from urllib.parse import urlparse
@@ -16,7 +17,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from mlx_backend.server import security
@@ -306,3 +307,52 @@ def test_unknown_anthropic_paths_answer_in_anthropics_shape(plain_url):
     assert status == 404
     status, _, body = raw(plain_url, "GET", "/v1/messages/nothing-here")
     assert status == 404 and is_anthropic_error(body, "not_found_error")
+
+
+# ------------------------------------------------------------------ streams pass through
+
+
+def test_streams_pass_through_unbuffered_and_a_disconnect_frees_the_queue_slot():
+    release = threading.Event()
+    ended: list[str] = []
+
+    async def stream(request: Request) -> StreamingResponse:
+        async def chunks():
+            try:
+                yield b"data: first\n\n"
+                while not release.is_set():  # the rest waits: the first chunk must arrive alone
+                    await asyncio.sleep(0.01)
+                for _ in range(1 if ended else 1000):  # once one was cut, later ones end quick
+                    yield b"data: more\n\n"
+                    await asyncio.sleep(0.005)
+            finally:
+                ended.append("closed")
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    app = Starlette(
+        routes=[Route("/v1/chat/completions", stream, methods=["POST"])],
+        middleware=security.middleware(ServerSettings(max_queued=0, api_key=KEY)),
+    )
+    with serving(app) as url:
+        parsed = urlparse(url)
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+        conn.request("POST", "/v1/chat/completions", body=b"{}", headers={"x-api-key": KEY})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.readline() == b"data: first\n"  # before the gate opens: not buffered
+        assert raw(url, "POST", "/v1/chat/completions", {"x-api-key": KEY}, b"{}")[0] == 429  # the one slot is taken
+        release.set()
+        response.readline()
+        conn.sock.shutdown(socket.SHUT_RDWR)  # the client goes away mid-stream
+        conn.close()
+        deadline = time.monotonic() + 10
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ended == ["closed"]  # the app heard the disconnect and stopped its stream
+        status = 429
+        while status == 429 and time.monotonic() < deadline:
+            status = raw(url, "POST", "/v1/chat/completions", {"x-api-key": KEY}, b"{}")[0]
+            time.sleep(0.02)
+        # Admitted again: leaving gave the slot back.
+        assert status == 200
