@@ -128,6 +128,8 @@ def test_a_bad_command_is_reported_and_the_others_keep_working(hub):
     assert {tool.server for tool in everything} >= {"toolbox", "web"}
     assert not {"missing", "quits", "off"} & {tool.server for tool in everything}
     assert hub.call("toolbox", "add", {"a": 2, "b": 2}).text == "4"
+    hub.stop("missing")  # forgets the failure: the next listing tries it again
+    assert hub.status("missing").state == "stopped"
 
 
 def test_a_server_that_exits_at_once_says_why_from_its_stderr(hub):
@@ -159,6 +161,16 @@ def test_a_hanging_tool_hits_the_timeout_and_the_hub_still_works(hub):
     assert time.monotonic() - started < 5
     assert hub.call("toolbox", "add", {"a": 3, "b": 4}).text == "7"
     assert hub.call("web", "add", {"a": 3, "b": 5}).text == "8"
+
+
+def test_a_server_that_never_answers_hits_the_start_timeout():
+    mute = {"command": sys.executable, "args": ["-c", "import time; time.sleep(60)"]}
+    with McpHub(_config({"mute": mute}), start_timeout_s=1) as hub:
+        started = time.monotonic()
+        with pytest.raises(McpTimeoutError, match='"mute" did not finish starting within 1 s'):
+            hub.tools("mute")
+        assert time.monotonic() - started < 8  # the timeout, then the SDK's bounded kill
+        assert hub.tools() == []  # a failed server is left out of the full listing
 
 
 def test_unknown_and_disabled_servers(hub):
@@ -257,5 +269,5 @@ def test_cli_mcp_list(tmp_path, capsys):
     assert "quits (stdio: " in out and "FAILED" in out and "    | no API key" in out
     assert "off (streamable-http: http://127.0.0.1:9/mcp): disabled" in out
 
-    path.write_text(json.dumps({"mcpServers": {"toolbox": stdio_entry()}}))
-    assert _mcp_cli(["mcp", "list", "--config", str(path)]) == 0
+    path.write_text(json.dumps({"mcpServers": {"off": {"command": "never-run", "disabled": True}}}))
+    assert _mcp_cli(["mcp", "list", "--config", str(path)]) == 0  # nothing failed

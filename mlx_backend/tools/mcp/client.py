@@ -85,7 +85,10 @@ class StderrTail:
 @asynccontextmanager
 async def _stdio_transport(config: ServerConfig, stderr: StderrTail) -> AsyncIterator[Any]:
     params = StdioServerParameters(
-        command=config.command or "", args=list(config.args), env=dict(config.env) or None, cwd=config.cwd
+        command=os.path.expanduser(config.command or ""),
+        args=list(config.args),
+        env=dict(config.env) or None,
+        cwd=os.path.expanduser(config.cwd) if config.cwd else None,
     )
     errlog = stderr.open()
     try:
@@ -130,7 +133,7 @@ class ServerConnection:
         self.start_timeout_s = start_timeout_s
         self.stderr = StderrTail(stderr_limit)
         self.error: McpError | None = None  # the last failure, until a start succeeds
-        self.started_once = False
+        self._stopping = False  # a deliberate stop is not a failure
         self._client: Client | None = None
         self._tools: list[McpTool] | None = None
         self._owner: asyncio.Task | None = None
@@ -164,6 +167,7 @@ class ServerConnection:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future = loop.create_future()
+        self._stopping = False
         self._stop = asyncio.Event()
         self._owner = asyncio.create_task(self._own(ready), name=f"mcp-{self.name}")
         try:
@@ -182,7 +186,6 @@ class ServerConnection:
             self.error = self._start_error(_leaf(error))
             raise self.error from None
         self.error = None
-        self.started_once = True
 
     async def _own(self, ready: asyncio.Future) -> None:
         try:
@@ -193,7 +196,10 @@ class ServerConnection:
                 await self._stop.wait()
         except BaseException as error:  # noqa: BLE001 - the owner reports, never raises into the loop
             if not ready.done():
-                ready.set_exception(error if isinstance(error, Exception) else RuntimeError(repr(error)))
+                if isinstance(error, Exception):
+                    ready.set_exception(error)
+                else:  # cancelled (a start timeout or close): the starter has stopped waiting
+                    ready.cancel()
             elif not isinstance(error, asyncio.CancelledError):
                 logger.debug("MCP server %s: connection ended with %r", self.name, error)
             if isinstance(error, asyncio.CancelledError):
@@ -207,6 +213,9 @@ class ServerConnection:
         owner, self._owner = self._owner, None
         if owner is None:
             return
+        self._stopping = True
+        if self._client is None:
+            owner.cancel()  # still starting: nothing to close politely (the SDK still kills the child)
         if self._stop is not None:
             self._stop.set()
         try:
@@ -302,7 +311,10 @@ class ServerConnection:
                 server=name,
                 stderr=self.stderr.text(),
             )
-        if code == mcp_types.CONNECTION_CLOSED or isinstance(error, (anyio.ClosedResourceError, anyio.BrokenResourceError)):
+        closed = (anyio.ClosedResourceError, anyio.BrokenResourceError)
+        if code == mcp_types.CONNECTION_CLOSED or isinstance(error, closed):
+            if self._stopping:
+                return McpServerError(f'MCP server "{name}" was stopped while it was asked to {action}.', server=name)
             # The server is gone: tear the connection down so the next request starts it again.
             await self.stop()
             await self.stderr.settle()

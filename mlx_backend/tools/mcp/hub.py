@@ -4,8 +4,10 @@ The hub owns one background thread running an asyncio loop; the worker thread an
 call ``tools()``, ``call()`` and ``close()`` from wherever they are and wait for the answer.
 Nothing starts when the hub is made: the loop starts on the first request, and each server
 starts when it is first needed, then stays connected until ``stop()`` or ``close()``.
-A server that fails is reported (``error()``, ``stderr()``) and started again on the next
-request for it; the other servers carry on.
+A server that fails is reported (``error()``, ``stderr()``, ``status()``) and the other
+servers carry on. A request naming the failed server starts it again; listing every server's
+tools leaves it out until then (or until ``stop()`` resets it), so a broken server does not
+cost its start timeout on every turn.
 """
 
 from __future__ import annotations
@@ -145,12 +147,14 @@ class McpHub:
     # -- requests -----------------------------------------------------------------------------
 
     def tools(self, server: str | None = None) -> list[McpTool]:
-        """One server's tools (its failure raises), or every enabled server's (failures skipped,
-        see ``error()``)."""
+        """One server's tools (its failure raises), or every enabled server's: servers that fail
+        here or failed before are left out (see ``error()``)."""
         if server is not None:
             connection = self._connection(server)
             return self._run(connection.list_tools(), self._start_timeout_s * 2 + 5)
-        connections = [c for c in self._connections.values() if not c.config.disabled]
+        connections = [
+            c for c in self._connections.values() if not c.config.disabled and (c.running or c.error is None)
+        ]
         if not connections:
             return []
 
@@ -180,10 +184,12 @@ class McpHub:
         return self._run(connection.call(tool, arguments, timeout_s), self._start_timeout_s + timeout_s + 5)
 
     def stop(self, server: str) -> None:
-        """Disconnect one server (a local one is stopped); the next request starts it again."""
+        """Disconnect one server (a local one is stopped) and forget its failure; the next
+        request starts it again."""
         connection = self._connection_any(server)
         if self._loop is not None and not self._closed:
             self._run(connection.stop(), CLOSE_TIMEOUT_S)
+        connection.error = None
 
     def close(self) -> None:
         """Stop every server and the loop thread, in bounded time; the hub cannot be used after."""
