@@ -219,3 +219,22 @@ def test_cli_import_claude(tmp_path, capsys):
     assert cli_main(["mcp", "import-claude", "--config", str(ours), "--from", str(claude)]) == 0
     assert "added: git" in capsys.readouterr().out
     assert list(load_config(ours).servers) == ["git"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="checked where CI runs Qt (Linux, macOS)")
+def test_the_data_folder_is_the_one_qt_gives_the_app(monkeypatch, qapp):
+    """mlx_backend cannot ask Qt; its folder must still be the app's (app/paths.py, AppDataLocation)."""
+    QtCore = pytest.importorskip("PySide6.QtCore")
+    from app.paths import APP_NAME, ORGANIZATION_NAME
+
+    monkeypatch.delenv(mcp_config.DATA_DIR_ENV, raising=False)
+    app = qapp  # the session's application (pytest-qt), names restored after
+    before = (app.applicationName(), app.organizationName())
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORGANIZATION_NAME)
+    try:
+        location = QtCore.QStandardPaths.writableLocation(QtCore.QStandardPaths.StandardLocation.AppDataLocation)
+    finally:
+        app.setApplicationName(before[0])
+        app.setOrganizationName(before[1])
+    assert Path(location) == mcp_config.app_data_dir()

@@ -122,7 +122,9 @@ def test_streamable_http_server(hub):
 def test_a_bad_command_is_reported_and_the_others_keep_working(hub):
     with pytest.raises(McpServerError) as caught:
         hub.tools("missing")
-    assert str(caught.value) == 'MCP server "missing" could not start: the command "qwen-desk-no-such-program" was not found.'
+    assert str(caught.value) == (
+        'MCP server "missing" could not start: the command "qwen-desk-no-such-program" was not found.'
+    )
     assert hub.status("missing").state == "failed"
     everything = hub.tools()  # the failing servers are left out, the rest are listed
     assert {tool.server for tool in everything} >= {"toolbox", "web"}

@@ -175,7 +175,9 @@ class ServerConnection:
         except asyncio.TimeoutError:
             await self.stop()
             self.error = McpTimeoutError(
-                self._with_stderr(f'MCP server "{self.name}" did not finish starting within {self.start_timeout_s:g} s.'),
+                self._with_stderr(
+                    f'MCP server "{self.name}" did not finish starting within {self.start_timeout_s:g} s.'
+                ),
                 server=self.name,
                 stderr=self.stderr.text(),
             )

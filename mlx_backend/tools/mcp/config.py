@@ -268,9 +268,8 @@ def _parse_server(name: str, entry: Any, *, path: Path | None, line: int | None)
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _offset_of_key(text: str, key: str, after: int = 0) -> int:
