@@ -14,7 +14,7 @@ import sys
 from mlx_backend.errors import QwenDeskError
 
 # The benchmark is not here: it needs a source checkout (python bench/run.py, make bench).
-COMMANDS = ("generate", "convert", "summarize", "serve")
+COMMANDS = ("generate", "convert", "summarize", "serve", "mcp")
 
 
 def build_parser() -> argparse.ArgumentParser:
