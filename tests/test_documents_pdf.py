@@ -26,6 +26,7 @@ from tests.support.documents import (
     find_font,
     pdftotext,
     qpdf_encrypt,
+    sample_paragraph,
     write_article_pdf,
     write_cjk_pdf,
     write_columns_pdf,
@@ -105,11 +106,29 @@ def test_running_headers_and_footers_are_kept_once():
         assert f"Body line {n} a" in pages[n] and f"Body line {n} b" in pages[n]
 
 
+def test_page_numbers_restarting_after_roman_front_matter_are_dropped():
+    numbers = ["i", "ii", "iii", "iv"] + [str(n) for n in range(1, 13)]
+    bodies = [sample_paragraph(k, words=6) for k in range(len(numbers))]
+    pages = drop_repeated_edges([f"{body}\n{n}" for body, n in zip(bodies, numbers)])
+    assert pages == bodies
+
+
 def test_edges_of_short_documents_and_repeated_body_lines_stay():
     assert drop_repeated_edges(_pages(2)) == _pages(2)  # two pages can't show a pattern
     body = ["Intro", "The same sentence in every page's middle.", "Another line.", "More", "Last"]
     pages = drop_repeated_edges([f"Top {n}\n" + "\n".join(body) + f"\nEnd {n}" for n in range(5)])
     assert all("The same sentence in every page's middle." in page for page in pages)
+
+
+def test_chapter_running_headers_with_page_numbers_are_kept_once():
+    chapters = ["Chapter 1: Basics"] * 4 + ["Chapter 2: Function reference"] * 12 + ["Index"] * 4
+    totals = [(n * 7919) % 1000 for n in range(20)]  # not counting up: content, kept
+    pages = [f"{title} {n + 1}\n{sample_paragraph(n, words=8)}\nSubtotal: {totals[n]}.00"
+             for n, title in enumerate(chapters)]
+    joined = "\n".join(drop_repeated_edges(pages))
+    assert joined.count("Chapter 2: Function reference") == 1 and joined.count("Chapter 1: Basics") == 1
+    assert all(sample_paragraph(n, words=8) in joined for n in range(20))
+    assert all(f"Subtotal: {total}.00" in joined for total in totals)
 
 
 def test_page_ranges():
@@ -361,3 +380,19 @@ def test_a_damaged_page_is_named_and_the_rest_read(tmp_path: Path, monkeypatch):
     assert document.notes == ("Page 2 is damaged and couldn't be read; left out.",)
     assert "Paragraph 0:" in document.text and "Paragraph 4:" in document.text
     assert "Paragraph 2:" not in document.text
+
+
+SYSTEM_PDFS = [path for path in ("/usr/share/doc/libtasn1-doc/libtasn1.pdf",
+                                 "/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")
+               if Path(path).is_file()]
+
+
+@needs_pdftotext
+@pytest.mark.skipif(not SYSTEM_PDFS, reason="no real PDFs shipped with this system's documentation")
+@pytest.mark.parametrize("path", SYSTEM_PDFS or [None])
+def test_real_pdfs_from_the_system_documentation(path: str, capfd):
+    document = read_document(path)
+    assert document.notes == ()
+    assert similarity(document.text, pdftotext(Path(path))) >= 0.95
+    assert not LIGATURES.search(document.text) and not CONTROLS.search(document.text)
+    assert capfd.readouterr().err == ""

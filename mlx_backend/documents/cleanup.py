@@ -82,10 +82,22 @@ def drop_repeated_edges(pages: Sequence[str]) -> list[str]:
         return list(pages)
     split = [page.split("\n") for page in pages]
     counts: Counter[str] = Counter()
+    numbers: dict[str, list[tuple[int, ...]]] = {}
     for lines in split:
-        counts.update({_edge_key(line) for line in _edge_candidates(lines)})
+        seen = {}
+        for line in _edge_candidates(lines):
+            seen.setdefault(_edge_key(line), tuple(int(n) for n in _DIGITS.findall(line)))
+        counts.update(seen.keys())
+        for key, found in seen.items():
+            numbers.setdefault(key, []).append(found)
+    # A fixed line must be on most pages; one with a page number (a chapter's running header,
+    # "Chapter 4: Function reference 12") on a fifth of them, at least three. A number that
+    # doesn't count up page by page is content ("Subtotal: 1,204.00"), not a page number.
     needed = max(3, (len(pages) + 1) // 2)
-    repeated = {key for key, count in counts.items() if count >= needed and key.strip()}
+    numbered = max(3, len(pages) // 5)
+    repeated = {key for key, count in counts.items() if key.strip() and (
+        (count >= needed and len(set(numbers[key])) == 1)  # fixed text, "Annual Report 2024" too
+        or (count >= numbered and _counts_up(key, numbers[key])))}
     if not repeated:
         return list(pages)
     # A bare page number ("12") says nothing once out of its page: none is kept.
@@ -103,6 +115,20 @@ def drop_repeated_edges(pages: Sequence[str]) -> list[str]:
             out.append(line)
         result.append("\n".join(out).strip())
     return result
+
+
+def _counts_up(key: str, found: list[tuple[int, ...]]) -> bool:
+    """Some number of the line rises from page to page, on nearly every step (numbering may
+    restart once, after the front matter). A line of roman numerals only is a page number."""
+    if key == "#":
+        found = [numbers for numbers in found if numbers]  # arabic ones; roman ones have none
+        if not found:
+            return True
+    if not all(found) or len(found) < 2:
+        return False
+    width = min(len(numbers) for numbers in found)
+    steps = len(found) - 1
+    return any(sum(a[i] < b[i] for a, b in zip(found, found[1:])) >= 0.8 * steps for i in range(width))
 
 
 def _edge_indices(lines: list[str]) -> list[int]:
