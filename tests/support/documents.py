@@ -1,10 +1,10 @@
 """Test documents built on the spot: PDFs (with text, scanned-looking, encrypted), DOCX files.
 
-The real-world-like PDFs at the end are written with reportlab and encrypted with qpdf, tools
-the app never reads with; poppler's pdftotext is the independent reference.
-
-The PDF writer is a small, standard-conforming one (catalog, page tree, Helvetica text in
-WinAnsi encoding, a correct xref table) so no PDF-producing dev dependency is needed.
+``write_pdf`` is a small, standard-conforming writer (catalog, page tree, Helvetica text in
+WinAnsi encoding, a correct xref table). The real-world-like PDFs further down (embedded
+TrueType fonts with ligatures, columns, running headers, scanned pages, a garbled character map,
+AES-256) are written with reportlab and qpdf, tools the app never reads with; poppler's
+pdftotext is the independent reference they are compared with.
 """
 
 from __future__ import annotations
