@@ -62,7 +62,11 @@ def read_pdf(path: Path) -> PdfText:
         if garbled and not scanned:
             raise DocumentError(
                 f"{name}'s text can't be decoded (its fonts have no usable character map), so "
-                "it would read as gibberish. Print it to a new PDF, or run text recognition (OCR) on it.")
+                "it would read as gibberish. Run text recognition (OCR) on it first.")
+        if garbled:
+            raise DocumentError(
+                f"{name} has no readable text (scanned pages and fonts that can't be decoded). "
+                "Run text recognition (OCR) on it first.")
         raise DocumentError(
             f"{name} has no text layer ({_plural(count, 'page')} of images, probably a scan). "
             "Run text recognition (OCR) on it first, for example in Preview or Acrobat."
