@@ -288,7 +288,7 @@ def test_scanned_pages_are_left_out_and_named(tmp_path: Path):
 
 @needs_reportlab
 @needs_pdftotext
-def test_garbled_text_layer_is_left_out_not_summarized(tmp_path: Path):
+def test_garbled_text_layer_is_left_out_not_summarized(tmp_path: Path, capfd):
     path = write_garbled_pdf(tmp_path / "report.pdf", good_pages=2, garbled_pages=3)
     # The file is honestly broken: the independent extractor reads the same gibberish.
     assert "$PNQVUFS4DJFODF" in CONTROLS.sub("", pdftotext(path))
@@ -304,6 +304,9 @@ def test_garbled_text_layer_is_left_out_not_summarized(tmp_path: Path):
     all_bad = write_garbled_pdf(tmp_path / "gibberish.pdf", good_pages=0, garbled_pages=2)
     with pytest.raises(DocumentError, match=r"^gibberish\.pdf's text can't be decoded"):
         read_document(all_bad)
+    capfd.readouterr()
+    read_document(path)
+    assert capfd.readouterr().err == ""  # no library warnings, even on a broken font
 
 
 @needs_reportlab
