@@ -131,8 +131,8 @@ def read_document(path: str | Path, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> D
     _check_file(path, max_bytes)
     suffix = path.suffix.lower()
     if suffix in _PDF_SUFFIXES:
-        text, pages = read_pdf(path)
-        return _finish(Document(name, path, "pdf", text, pages=pages))
+        pdf = read_pdf(path)
+        return _finish(Document(name, path, "pdf", pdf.text, pages=pdf.pages, notes=pdf.notes))
     if suffix in _DOCX_SUFFIXES:
         return _finish(Document(name, path, "docx", read_docx(path)))
     if suffix in _UNSUPPORTED_NAMES:
