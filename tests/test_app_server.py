@@ -310,3 +310,19 @@ def test_served_model_follows_loads(qtbot, worker, tiny_checkpoint):
     served = backend.served_model()
     assert served.id == Path(tiny_checkpoint).name and served.info is worker.model_info
     backend.close()
+
+
+def test_the_app_starts_its_server_at_launch_when_the_setting_is_on(qtbot, worker, data_dir):
+    from app.gui import _attach_local_server
+
+    window = open_window(qtbot, worker, data_dir)
+    window.settings.server_port = port = free_port()
+    window.settings.server_enabled = True
+    server = _attach_local_server(window, worker, window.settings)
+    try:
+        qtbot.waitUntil(lambda: server.state.kind == "listening", timeout=10000)
+        assert accepts(port) and window.menus.server_action.isChecked() and window.menus.server_action.isEnabled()
+        assert window.status_panel.server_label.text() == f"Local server on http://127.0.0.1:{port}"
+    finally:
+        assert server.stop()
+    assert not accepts(port)

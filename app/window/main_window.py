@@ -244,6 +244,7 @@ class MainWindow(QMainWindow):
         """Attach the app's local server: the Model menu switch, Settings and the status bar."""
         self.local_server = server
         self.menus.server_action.setEnabled(True)
+        self.menus.server_action.setChecked(self.settings.server_enabled)
         show = lambda *_: self.status_panel.show_server(server.state, server.answering)  # noqa: E731
         server.stateChanged.connect(show)
         server.answeringChanged.connect(show)
