@@ -102,6 +102,8 @@ class WorkerBackend(QObject):
     # ------------------------------------------------------- GUI thread
     def close(self) -> None:
         """Stop every request now: running ones are cancelled, all of them end at once."""
+        if self._closed:
+            return
         self._closed = True
         for item in list(self._open):
             if item.handle is not None:
