@@ -79,6 +79,22 @@ def _attach_quick_ask(app: QApplication, window: MainWindow, worker: WorkerClien
     return quick_ask
 
 
+def _attach_local_server(window: MainWindow, worker: WorkerClient, settings: Settings):
+    """The local server over the window's worker; it starts now if the Settings say so."""
+    try:
+        from app.server.controller import LocalServerController
+
+        server = LocalServerController(worker, settings, parent=window)
+    except Exception:  # noqa: BLE001 - an optional feature; chat must work without it
+        log.exception("the local server could not be set up")
+        return None
+    window.set_local_server(server)
+    state = server.apply_settings()
+    if state.kind == "failed":
+        log.warning("local server: %s", state.message)
+    return server
+
+
 def apply_menu_bar_only(app: QApplication, settings: Settings, quick_ask, *, at_start: bool = False) -> bool:
     """"Menu bar only": no Dock icon, and closing the window leaves the app in the menu bar.
 
@@ -132,6 +148,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
     theme.changed.connect(window.apply_theme)
     _attach_documents(window, worker, file_opens)
     quick_ask = _attach_quick_ask(app, window, worker, settings)
+    local_server = _attach_local_server(window, worker, settings)
     apply_menu_bar_only(app, settings, quick_ask, at_start=True)
 
     def on_preference_changed(name: str) -> None:
@@ -156,6 +173,8 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
         if quick_ask is not None:
             quick_ask.set_global_shortcut("")
         shut_down_downloads(window.model_manager)  # logs any download that would not stop
+        if local_server is not None:
+            local_server.stop()  # bounded: its requests end at once, the thread is a daemon
         # Cancels the running job and waits a bounded time: the engine honours a cancel
         # between prefill chunks and tokens, so this is quick.
         worker_stopped[0] = worker.shutdown()

@@ -6,6 +6,7 @@ in which case an INI file beside the data keeps tests and portable setups self-c
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -13,6 +14,7 @@ from PySide6.QtCore import QByteArray, QSettings
 
 from app.paths import settings_file_override
 from mlx_backend.events import SamplingParams
+from mlx_backend.server.settings import DEFAULT_PORT
 
 Theme = Literal["system", "light", "dark"]
 THEMES: tuple[str, ...] = ("system", "light", "dark")
@@ -187,6 +189,46 @@ class Settings:
     @splitter_state.setter
     def splitter_state(self, value: QByteArray) -> None:
         self._q.setValue("window/splitter", value)
+
+    # The local server (OpenAI / Anthropic compatible) over the model the app has loaded.
+    @property
+    def server_enabled(self) -> bool:
+        return _as_bool(self._q.value("server/enabled", False))
+
+    @server_enabled.setter
+    def server_enabled(self, on: bool) -> None:
+        self._q.setValue("server/enabled", bool(on))
+
+    @property
+    def server_port(self) -> int:
+        try:
+            port = int(self._q.value("server/port", DEFAULT_PORT))
+        except (TypeError, ValueError):
+            return DEFAULT_PORT
+        return port if 0 < port < 65536 else DEFAULT_PORT
+
+    @server_port.setter
+    def server_port(self, port: int) -> None:
+        self._q.setValue("server/port", int(port))
+
+    # Off: only apps on this computer (127.0.0.1). On: every interface, behind the API key.
+    @property
+    def server_allow_network(self) -> bool:
+        return _as_bool(self._q.value("server/allow_network", False))
+
+    @server_allow_network.setter
+    def server_allow_network(self, on: bool) -> None:
+        self._q.setValue("server/allow_network", bool(on))
+        if on and not self.server_api_key:
+            self.server_api_key = secrets.token_urlsafe(24)  # the network is never open without one
+
+    @property
+    def server_api_key(self) -> str:
+        return str(self._q.value("server/api_key", "") or "")
+
+    @server_api_key.setter
+    def server_api_key(self, key: str) -> None:
+        self._q.setValue("server/api_key", key)
 
     @property
     def last_conversation(self) -> str:

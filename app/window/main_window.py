@@ -30,7 +30,8 @@ from PySide6.QtWidgets import (
 from app.chat.controller import ChatController
 from app.chat.composer import Composer
 from app.chat.conversation_list import ConversationList
-from app.window.preferences import SAMPLING_PRESET, THEME, PreferencesDialog, ShortcutApplier
+from app.window.preferences import (
+    SAMPLING_PRESET, SERVER_ENABLED, SERVER_SETTINGS, THEME, PreferencesDialog, ShortcutApplier)
 from app.chat.rendering import RenderColors
 from app.settings import Settings
 from app.window.menus import WindowMenus
@@ -73,6 +74,7 @@ class MainWindow(QMainWindow):
         # What the Settings window can offer: set_quick_ask_features, once Quick Ask is up.
         self._menu_bar_available = False
         self._shortcut_applier: Optional[ShortcutApplier] = None
+        self.local_server = None  # app.server.controller.LocalServerController, once attached
 
         colors = RenderColors.from_palette(self.palette())
         self.sidebar = ConversationList(store, self)
@@ -222,6 +224,7 @@ class MainWindow(QMainWindow):
                 menu_bar_available=self._menu_bar_available,
                 shortcuts_supported=self._shortcut_applier is not None,
                 shortcut_applier=self._shortcut_applier,
+                server=self.local_server,
             )
             dialog.settingChanged.connect(self._on_preference_changed)
             self._preferences = dialog
@@ -237,6 +240,22 @@ class MainWindow(QMainWindow):
         self._menu_bar_available = menu_bar_available
         self._shortcut_applier = shortcut_applier
 
+    def set_local_server(self, server) -> None:
+        """Attach the app's local server: the Model menu switch, Settings and the status bar."""
+        self.local_server = server
+        self.menus.server_action.setEnabled(True)
+        self.menus.server_action.setChecked(self.settings.server_enabled)
+        show = lambda *_: self.status_panel.show_server(server.state, server.answering)  # noqa: E731
+        server.stateChanged.connect(show)
+        server.answeringChanged.connect(show)
+        show()
+
+    def follow_server_menu(self) -> None:
+        self.settings.server_enabled = self.menus.server_action.isChecked()
+        if self._preferences is not None:
+            self._preferences.reload_choices()
+        self._on_preference_changed(SERVER_ENABLED)
+
     def edit_system_prompt(self) -> None:
         self.open_preferences().focus_system_prompt()
 
@@ -246,6 +265,10 @@ class MainWindow(QMainWindow):
         elif name == SAMPLING_PRESET:
             for action in self.menus.sampling_group.actions():
                 action.setChecked(action.data() == self.settings.sampling_preset)
+        elif name in SERVER_SETTINGS:
+            self.menus.server_action.setChecked(self.settings.server_enabled)
+            if self.local_server is not None:
+                self.local_server.apply_settings()
         self.preferencesChanged.emit(name)
 
     def show_about(self) -> None:

@@ -127,6 +127,13 @@ class WindowMenus:
         self.sampling_group.triggered.connect(window.choose_sampling)
         self.system_prompt_action = self._action("System Prompt\u2026", window.edit_system_prompt)
         model_menu.addAction(self.system_prompt_action)
+        self.server_action = self._action(
+            "Local Server", window.follow_server_menu,
+            tip="Serve the loaded model to other apps (OpenAI and Anthropic compatible)")
+        self.server_action.setCheckable(True)
+        self.server_action.setChecked(window.settings.server_enabled)
+        self.server_action.setEnabled(False)  # until the app attaches its server (MainWindow.set_local_server)
+        model_menu.addAction(self.server_action)
         model_menu.addSeparator()
         self.stop_action = self._action("Stop", window.stop, "Ctrl+.")
         self.stop_action.setEnabled(False)

@@ -1,4 +1,5 @@
-"""The Settings window (Cmd+,): system prompt, sampling, theme, menu bar only, Quick Ask shortcut.
+"""The Settings window (Cmd+,): system prompt, sampling, theme, menu bar only, Quick Ask shortcut,
+the local server.
 
 Like a Mac settings window, every change applies at once (no OK button): each control writes
 its setting and ``settingChanged(name)`` tells the app to act on it (re-theme, hide the Dock
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from PySide6.QtCore import QTimer, Qt, Signal
-from PySide6.QtGui import QKeySequence
+from PySide6.QtGui import QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,9 +22,11 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QKeySequenceEdit,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QSizePolicy,
     QSpacerItem,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -41,6 +44,10 @@ SAMPLING_PRESET = "sampling_preset"
 THEME = "theme"
 MENU_BAR_ONLY = "menu_bar_only"
 QUICK_ASK_SHORTCUT = "quick_ask_shortcut"
+SERVER_ENABLED = "server_enabled"
+SERVER_PORT = "server_port"
+SERVER_NETWORK = "server_allow_network"
+SERVER_SETTINGS = (SERVER_ENABLED, SERVER_PORT, SERVER_NETWORK)
 
 # Registers a global shortcut ("" = none); returns why it could not, or "".
 ShortcutApplier = Callable[[str], str]
@@ -62,6 +69,7 @@ class PreferencesDialog(QDialog):
         menu_bar_available: bool = False,
         shortcuts_supported: bool = False,
         shortcut_applier: Optional[ShortcutApplier] = None,
+        server: Optional[object] = None,
     ) -> None:
         super().__init__(parent)
         self.setObjectName("Preferences")
@@ -124,6 +132,8 @@ class PreferencesDialog(QDialog):
         self._shortcuts_supported = shortcuts_supported
         self._show_shortcut_hint()
 
+        self._build_server_controls(server)
+
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
@@ -146,6 +156,23 @@ class PreferencesDialog(QDialog):
         form.addRow("Quick Ask shortcut:", shortcut_row)
         form.addRow("", self.shortcut_hint)
         form.addRow("", self.shortcut_error)
+        form.addItem(_gap())
+        form.addRow("Local server:", self.server_check)
+        port_row = QHBoxLayout()
+        port_row.setSpacing(6)
+        port_row.addWidget(self.server_port_spin)
+        port_row.addWidget(self.server_url_label, 1)
+        form.addRow("Port:", port_row)
+        form.addRow("", self.server_network_check)
+        key_row = QHBoxLayout()
+        key_row.setSpacing(6)
+        key_row.addWidget(self.server_key_edit, 1)
+        key_row.addWidget(self.server_key_copy)
+        self.server_key_label = QLabel("API key:", self)
+        form.addRow(self.server_key_label, key_row)
+        form.addRow("", self.server_hint)
+        form.addRow("", self.server_status)
+        self._show_server()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)
         layout.addLayout(form)
@@ -160,6 +187,12 @@ class PreferencesDialog(QDialog):
             combo.setCurrentIndex(max(combo.findData(value), 0))
             combo.blockSignals(False)
         self._show_sampling_hint()
+        for check, on in ((self.server_check, self._settings.server_enabled),
+                          (self.server_network_check, self._settings.server_allow_network)):
+            check.blockSignals(True)
+            check.setChecked(on)
+            check.blockSignals(False)
+        self._show_server()
 
     # ------------------------------------------------------------------ values
     def focus_system_prompt(self) -> None:
@@ -235,6 +268,88 @@ class PreferencesDialog(QDialog):
         else:
             hint = "Click the field and press keys (for example \u2325Space) to open Quick Ask from any app."
         self.shortcut_hint.setText(hint)
+
+    # ------------------------------------------------------------ local server
+    def _build_server_controls(self, server: Optional[object]) -> None:
+        settings = self._settings
+        self._server = server
+        self.server_check = QCheckBox("Serve the loaded model to other apps", self)
+        self.server_check.setChecked(settings.server_enabled)
+        self.server_check.toggled.connect(self._on_server_enabled)
+        self.server_port_spin = QSpinBox(self)
+        self.server_port_spin.setRange(1024, 65535)
+        self.server_port_spin.setValue(settings.server_port)
+        self.server_port_spin.setKeyboardTracking(False)  # one restart when typing ends, not per digit
+        self.server_port_spin.valueChanged.connect(self._on_server_port)
+        self.server_url_label = QLabel(self)
+        self.server_url_label.setObjectName("MutedLabel")
+        self.server_url_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.server_network_check = QCheckBox("Allow other devices on the network", self)
+        self.server_network_check.setChecked(settings.server_allow_network)
+        self.server_network_check.toggled.connect(self._on_server_network)
+        self.server_key_edit = QLineEdit(self)
+        self.server_key_edit.setObjectName("ServerKeyEdit")
+        self.server_key_edit.setReadOnly(True)
+        self.server_key_copy = QToolButton(self)
+        self.server_key_copy.setText("Copy")
+        self.server_key_copy.setToolTip("Copy the API key")
+        self.server_key_copy.clicked.connect(self.copy_server_key)
+        self.server_hint = _hint(self)
+        self.server_status = QLabel(self)
+        self.server_status.setWordWrap(True)
+        if server is not None:
+            server.stateChanged.connect(lambda _state: self._show_server())
+
+    def copy_server_key(self) -> None:
+        QGuiApplication.clipboard().setText(self._settings.server_api_key)
+
+    def _on_server_enabled(self, on: bool) -> None:
+        self._settings.server_enabled = on
+        self._show_server()
+        self.settingChanged.emit(SERVER_ENABLED)
+
+    def _on_server_port(self, port: int) -> None:
+        if port != self._settings.server_port:
+            self._settings.server_port = port
+            self._show_server()
+            self.settingChanged.emit(SERVER_PORT)
+
+    def _on_server_network(self, on: bool) -> None:
+        self._settings.server_allow_network = on  # turning it on makes a key if there is none
+        self._show_server()
+        self.settingChanged.emit(SERVER_NETWORK)
+
+    def _show_server(self) -> None:
+        settings = self._settings
+        network = settings.server_allow_network
+        url = f"http://127.0.0.1:{settings.server_port}/v1"
+        self.server_url_label.setText(url)
+        for widget in (self.server_key_label, self.server_key_edit, self.server_key_copy):
+            widget.setVisible(network)
+        self.server_key_edit.setText(settings.server_api_key if network else "")
+        if network:
+            hint = ("Other devices reach it at this Mac\u2019s address on the same port, and must send "
+                    "the API key (Authorization: Bearer \u2026). Requests wait their turn with your chats.")
+        else:
+            hint = (f"Apps on this Mac can use {url} as an OpenAI- or Anthropic-compatible endpoint. "
+                    "It serves the model loaded here; requests wait their turn with your chats.")
+        self.server_hint.setText(hint)
+        state = getattr(self._server, "state", None)
+        kind = getattr(state, "kind", "stopped")
+        failed = kind == "failed"
+        if failed:
+            text = state.message
+        elif kind == "listening":
+            text = f"Listening on {state.network_url or state.url}"
+        elif kind == "starting":
+            text = "Starting\u2026"
+        else:
+            text = ""
+        self.server_status.setObjectName("ErrorNote" if failed else "SettingsHint")
+        self.server_status.style().unpolish(self.server_status)  # the object name picks the style
+        self.server_status.style().polish(self.server_status)
+        self.server_status.setText(text)
+        self.server_status.setVisible(bool(text))
 
     # ------------------------------------------------------------------ closing
     def done(self, result: int) -> None:  # Esc, the close button: nothing typed is lost

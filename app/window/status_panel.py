@@ -40,8 +40,13 @@ class StatusPanel(QStatusBar):
             (self.memory_label, "Model weights and peak memory of the last answer"),
         ):
             label.setToolTip(tip)
+        # The local server: where it listens, and whether it is answering a request right now.
+        self.server_label = QLabel("", self)
+        self.server_label.setObjectName("ServerLabel")
+        self.server_label.hide()
         self.addWidget(self.model_label)
         self.addWidget(self.load_bar)
+        self.addWidget(self.server_label)
         for label in (self.speed_label, self.ttft_label, self.context_label, self.memory_label):
             self.addPermanentWidget(label)
         self._info: Any = None
@@ -108,6 +113,24 @@ class StatusPanel(QStatusBar):
         if peak:
             pieces.append(f"peak {peak:.1f} GB")
         self.memory_label.setText(", ".join(pieces))
+
+    def show_server(self, state: Any, answering: bool = False) -> None:
+        """``state``: the local server's ``ServerState``; ``answering``: a request runs now."""
+        kind = getattr(state, "kind", "stopped")
+        if kind == "failed":
+            text, tip = "Local server off: could not start", state.message
+        elif kind == "stopped":
+            text, tip = "", ""
+        elif answering:
+            text, tip = "Local server: answering a request", f"Listening on {state.url}"
+        elif kind == "starting":
+            text, tip = "Local server starting\u2026", ""
+        else:
+            text = f"Local server on {state.url}"
+            tip = f"Other devices: {state.network_url}" if state.network_url else "Only apps on this computer can reach it"
+        self.server_label.setText(text)
+        self.server_label.setToolTip(tip)
+        self.server_label.setVisible(bool(text))
 
     def clear_stats(self) -> None:
         for label in (self.speed_label, self.ttft_label):

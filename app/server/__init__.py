@@ -1,0 +1,1 @@
+"""The local server inside the app: the model the window has loaded, served over HTTP."""
