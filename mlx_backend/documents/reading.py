@@ -323,6 +323,11 @@ def _read_by_kind(path: Path, name: str, head: bytes) -> Document:
         text, notes = read_docx(path)
         notes = _renamed(suffix, _DOCX_SUFFIXES, "a Word document") + notes
         return _finish(Document(name, path, "docx", text, notes=notes))
+    if suffix in _UNSUPPORTED_NAMES:
+        raise DocumentError(
+            f"{name}: {_UNSUPPORTED_NAMES[suffix]} aren't supported. "
+            f"Qwen Desk reads {SUPPORTED_DESCRIPTION}."
+        )
     if content == "zip":
         raise DocumentError(f"{name} is a zip archive, not a document. Unzip it and drop the files inside.")
     if content == "ole":
@@ -333,11 +338,6 @@ def _read_by_kind(path: Path, name: str, head: bytes) -> Document:
         )
     if suffix in _DOCX_SUFFIXES:
         raise DocumentError(f"{name} isn't a Word document (it has no .docx content; was it renamed?).")
-    if suffix in _UNSUPPORTED_NAMES:
-        raise DocumentError(
-            f"{name}: {_UNSUPPORTED_NAMES[suffix]} aren't supported. "
-            f"Qwen Desk reads {SUPPORTED_DESCRIPTION}."
-        )
     data = _read_bytes(path)
     if suffix in _HTML_SUFFIXES:
         text, encoding = decode_text(data, name, html=True)

@@ -444,8 +444,13 @@ def _check_declared(archive: zipfile.ZipFile, name: str) -> None:
             continue
         text_total += info.file_size
         ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > MAX_PART_BYTES or (info.file_size > RATIO_MIN_BYTES and ratio > MAX_RATIO):
+        if info.file_size > MAX_PART_BYTES:
             raise DocumentError(_bomb_message(name, info.file_size))
+        if info.file_size > RATIO_MIN_BYTES and ratio > MAX_RATIO:
+            raise DocumentError(
+                f"{name} is compressed {ratio:,.0f} to 1 ({_mb(info.file_size)} packed into "
+                f"{info.compress_size / 1024:,.0f} KB), far more than a real Word document; it looks "
+                "built to crash readers and was not opened.")
     total = sum(info.file_size for info in infos)
     if total > MAX_TOTAL_BYTES or text_total > MAX_TEXT_PARTS_BYTES:
         raise DocumentError(_bomb_message(name, max(total, text_total)))
