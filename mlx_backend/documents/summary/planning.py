@@ -85,19 +85,32 @@ class SummaryPlan:
         if self.strategy == "map_reduce":
             label = f"Map-reduce in {len(self.parts)} parts"
         elif self.yarn_factor:
-            label = f"Whole document in one pass with YaRN ×{self.yarn_factor:g}"
+            label = f"{self._whole} in one pass with YaRN ×{self.yarn_factor:g}"
         else:
-            label = "Whole document in one pass"
+            label = f"{self._whole} in one pass"
         if self.kv_bits:
             label += f", {self.kv_bits}-bit KV cache"
         return label
 
     @property
+    def _them(self) -> str:
+        return "document" if len(self.documents) == 1 else f"{len(self.documents)} documents"
+
+    @property
+    def _whole(self) -> str:
+        count = len(self.documents)
+        return "Whole document" if count == 1 else f"All {count} documents"
+
+    @property
     def description(self) -> str:
         """What will happen and why, in plain words, for the plan panel and the CLI."""
         names = ", ".join(document_label(d) for d in self.documents)
-        lines = [
-            f"Documents: {names}: {self.document_tokens:,} tokens.",
+        count = len(self.documents)
+        what = f"Document: {names}" if count == 1 else f"Documents: {count} documents ({names})"
+        lines = [f"{what}: {self.document_tokens:,} tokens."]
+        # How each file was read, where the user should know (skipped tables, renamed files).
+        lines += [f"Note on {d.name}: {note}" for d in self.documents for note in d.notes]
+        lines += [
             f"Model: {self.model.name}, context {self.limits.describe()}.",
             f"Memory: {self.memory.message}",
         ]
@@ -112,11 +125,12 @@ class SummaryPlan:
             lines.append(
                 f"Plan: {self.headline}. The prompt of about {self.estimated_prompt_tokens:,} tokens and up to "
                 f"{self.answer_tokens:,} tokens of summary fit a {self.window:,}-token context{kv}, with "
-                f"room left for follow-up questions, which reuse the document already in memory.{why}"
+                f"room left for follow-up questions, which reuse the {self._them} already in memory.{why}"
             )
         else:
             biggest = max(p.tokens for p in self.parts)
-            reason = ("the documents are longer than the context" if self.window >= self.limits.native
+            reason = (f"the {self._them} {'is' if len(self.documents) == 1 else 'are'} longer than the context"
+                      if self.window >= self.limits.native
                       else f"memory allows only a {self.window:,}-token context")
             lines.append(
                 f"Plan: {self.headline}, because {reason}. Each part (up to {biggest:,} tokens, split at "

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterator, Optional, Sequence
 
-from mlx_backend.documents.summary.events import PartSummary, SummaryProgress, SummaryRequestStarted
+from mlx_backend.documents.summary.events import PartSummary, PartWriting, SummaryProgress, SummaryRequestStarted
 from mlx_backend.documents.summary.planning import SummaryPlan
 from mlx_backend.documents.summary.protocols import SummaryEngine
 from mlx_backend.documents.summary.tokens import TokenTools
 from mlx_backend.events import AnswerDelta, ChatRequest, Failed, Finished, PrefillProgress
+
+
+# A PartWriting event every this many answer pieces (about tokens).
+_WRITING_EVERY = 8
 
 
 def _collect(engine: SummaryEngine, request: ChatRequest, cancel: Optional[threading.Event],
@@ -22,6 +26,8 @@ def _collect(engine: SummaryEngine, request: ChatRequest, cancel: Optional[threa
             yield event
         elif isinstance(event, AnswerDelta):
             sink.append(event.text)
+            if len(sink) % _WRITING_EVERY == 0:
+                yield PartWriting(len(sink))
         elif isinstance(event, Failed):
             yield event
         elif isinstance(event, Finished) and event.reason in ("cancelled", "error"):
@@ -42,7 +48,7 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
     view shows one answer. A cancel or failure ends the run with the engine's event."""
     if plan.strategy == "single_pass":
         request = plan.single_pass_request(conversation_id)
-        yield SummaryProgress(1, 1, "single")
+        yield SummaryProgress(1, 1, "single", len(plan.documents))
         yield SummaryRequestStarted(request)
         yield from engine.stream(request, cancel)
         return
@@ -51,7 +57,7 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
     summaries: list[str] = []
     total = len(plan.parts)
     for part in plan.parts:
-        yield SummaryProgress(part.index, total, "map")
+        yield SummaryProgress(part.index, total, "map", len(plan.documents))
         sink: list[str] = []
         stopped = False
         for event in _collect(engine, plan.part_request(part), cancel, sink):
@@ -71,7 +77,7 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
         merged: list[str] = []
         first = 1
         for number, group in enumerate(groups, start=1):
-            yield SummaryProgress(number, len(groups), "reduce")
+            yield SummaryProgress(number, len(groups), "reduce", len(plan.documents))
             request = _fitted(lambda texts, first=first: plan.merge_request(texts, first), group, plan.window, tokens)
             sink = []
             stopped = False
@@ -86,7 +92,7 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
         summaries = merged
 
     request = _fitted(lambda texts: plan.combine_request(texts, conversation_id), summaries, plan.window, tokens)
-    yield SummaryProgress(total, total, "combine")
+    yield SummaryProgress(total, total, "combine", len(plan.documents))
     yield SummaryRequestStarted(request)
     yield from engine.stream(request, cancel)
 
