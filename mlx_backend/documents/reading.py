@@ -1,11 +1,14 @@
 """Plain text out of the documents people drop on the window: PDF, Word, HTML, text and code.
 
-This is the entry: size checks and type sniffing here, then the reader for the type
-(``pdf``, ``word``, ``html_page``; ``decoding`` for text and code).
+This is the entry: ``stat`` checks (type, size) and content sniffing here, then the reader for
+the type (``pdf``, ``word``, ``html_page``; ``decoding`` for text and code). The content decides
+over the name: a PDF saved as .docx is read as a PDF, with a note saying so.
 
-Every failure a user can cause (a password-protected or scanned PDF, an empty, binary, huge or
-unsupported file) raises ``DocumentError`` with one plain sentence naming the file; nothing here
-ever touches the network (HTML links and images are never followed or fetched).
+Every failure a user can cause (a password-protected or scanned PDF, an empty, truncated, binary,
+huge, unreadable or unsupported file, a broken link, a pipe, device or socket) raises
+``DocumentError`` with one plain sentence naming the file; a pipe is never opened (that would
+block). A folder given to ``read_documents`` is read as the supported documents inside it.
+Nothing here ever touches the network (HTML links and images are never followed or fetched).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from mlx_backend.documents.summary.prompts import (
     single_pass_prompt,
 )
 from mlx_backend.documents.summary.protocols import SummaryEngine, SummaryTokenizer
-from mlx_backend.documents.summary.splitting import Part, split_into_parts
+from mlx_backend.documents.summary.splitting import Part, location_of, longest_heading, split_into_parts
 from mlx_backend.documents.summary.tokens import count_tokens
 from mlx_backend.errors import ContextOverflowError, DocumentError
 from mlx_backend.events import ChatMessage, ChatRequest
@@ -162,15 +162,17 @@ class SummaryPlan:
 
     def part_request(self, part: Part) -> ChatRequest:
         document = self.documents[part.document_index]
-        content = part_prompt(document, part.text, part.index, len(self.parts))
+        content = part_prompt(document, part.text, part.index, len(self.parts), part.location)
         return self._request(content, max_tokens=self.part_answer_tokens)
 
-    def merge_request(self, summaries: Sequence[str], first_part: int) -> ChatRequest:
-        content = combine_prompt(summaries, first_part, MERGE_INSTRUCTIONS)
+    def merge_request(self, summaries: Sequence[str], first_part: int, locations: Sequence[str] = ()) -> ChatRequest:
+        content = combine_prompt(summaries, first_part, MERGE_INSTRUCTIONS, locations)
         return self._request(content, max_tokens=self.part_answer_tokens)
 
-    def combine_request(self, summaries: Sequence[str], conversation_id: Optional[str] = None) -> ChatRequest:
-        content = combine_prompt(summaries, 1, final_instructions(self.documents, self.options))
+    def combine_request(self, summaries: Sequence[str], conversation_id: Optional[str] = None,
+                        locations: Sequence[str] = ()) -> ChatRequest:
+        instructions = final_instructions(self.documents, self.options, located=any(locations))
+        content = combine_prompt(summaries, 1, instructions, locations)
         return self._request(content, max_tokens=self.answer_tokens, conversation_id=conversation_id)
 
 
@@ -262,11 +264,14 @@ def _plan_map_reduce(documents: tuple[Document, ...], tokenizer: SummaryTokenize
     part_answer = min(options.part_answer_tokens * answer_scale, max(window // 8, 8))
     # The part prompt's fixed tokens, measured on the longest labels it can carry.
     widest = max(documents, key=lambda d: len(d.name))
-    part_overhead = count_prompt_tokens(tokenizer, part_prompt(widest, "", 99999, 99999), options)
+    heading = longest_heading(documents)
+    # The widest location label a part can carry ("sections “…” to “…”"), so parts with labels fit.
+    widest_location = location_of((heading, heading + " ")) if heading else ""
+    part_overhead = count_prompt_tokens(tokenizer, part_prompt(widest, "", 99999, 99999, widest_location), options)
     part_budget = window - part_overhead - part_answer - _TOKEN_MARGIN
     combine_overhead = max(
         count_prompt_tokens(tokenizer, combine_prompt([""], 99999, instructions), options)
-        for instructions in (MERGE_INSTRUCTIONS, final_instructions(documents, options)))
+        for instructions in (MERGE_INSTRUCTIONS, final_instructions(documents, options, located=True)))
     combine_budget = window - combine_overhead - answer - _TOKEN_MARGIN
     # The combine request opens the conversation: leave follow-up room after it too, as far as
     # merging (two part summaries per request at least) allows.

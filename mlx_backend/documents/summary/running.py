@@ -8,6 +8,7 @@ from typing import Callable, Iterator, Optional, Sequence
 from mlx_backend.documents.summary.events import PartSummary, PartWriting, SummaryProgress, SummaryRequestStarted
 from mlx_backend.documents.summary.planning import SummaryPlan
 from mlx_backend.documents.summary.protocols import SummaryEngine
+from mlx_backend.documents.summary.splitting import location_of
 from mlx_backend.documents.summary.tokens import TokenTools
 from mlx_backend.events import AnswerDelta, ChatRequest, Failed, Finished, PrefillProgress
 
@@ -55,6 +56,8 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
 
     tokens = TokenTools(engine.tokenizer)
     summaries: list[str] = []
+    # The headings each summary covers, so merges and the final combine can say where points come from.
+    spans: list[tuple[str, ...]] = []
     total = len(plan.parts)
     for part in plan.parts:
         yield SummaryProgress(part.index, total, "map", len(plan.documents))
@@ -66,6 +69,7 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
         if stopped:
             return
         summaries.append("".join(sink).strip())
+        spans.append(part.sections)
         yield PartSummary(part.index, total, "map", summaries[-1])
 
     # Merge groups of summaries until they all fit one combine request.
@@ -75,10 +79,14 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
             summaries = groups[0] if groups else []
             break
         merged: list[str] = []
+        merged_spans: list[tuple[str, ...]] = []
         first = 1
         for number, group in enumerate(groups, start=1):
             yield SummaryProgress(number, len(groups), "reduce", len(plan.documents))
-            request = _fitted(lambda texts, first=first: plan.merge_request(texts, first), group, plan.window, tokens)
+            group_spans = spans[first - 1:first - 1 + len(group)]
+            locations = [location_of(span) for span in group_spans]
+            request = _fitted(lambda texts, first=first, locations=locations: plan.merge_request(texts, first, locations),
+                              group, plan.window, tokens)
             sink = []
             stopped = False
             for event in _collect(engine, request, cancel, sink):
@@ -88,10 +96,14 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
                 return
             first += len(group)
             merged.append("".join(sink).strip())
+            merged_spans.append(tuple(heading for span in group_spans for heading in span))
             yield PartSummary(number, len(groups), "reduce", merged[-1])
         summaries = merged
+        spans = merged_spans
 
-    request = _fitted(lambda texts: plan.combine_request(texts, conversation_id), summaries, plan.window, tokens)
+    locations = [location_of(span) for span in spans]
+    request = _fitted(lambda texts: plan.combine_request(texts, conversation_id, locations), summaries,
+                      plan.window, tokens)
     yield SummaryProgress(total, total, "combine", len(plan.documents))
     yield SummaryRequestStarted(request)
     yield from engine.stream(request, cancel)

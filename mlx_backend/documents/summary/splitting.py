@@ -25,6 +25,42 @@ class Part:
     document_index: int
     text: str
     tokens: int
+    # The headings the part covers: the one in force where it starts, then those inside it.
+    sections: tuple[str, ...] = ()
+
+    @property
+    def location(self) -> str:
+        """Where in its document the part is, for prompts ('section “Budget”'), or ""."""
+        return location_of(self.sections)
+
+
+def location_of(sections: Sequence[str]) -> str:
+    """'section “A”' or 'sections “A” to “B”' for a run of headings ("" for none)."""
+    if not sections:
+        return ""
+    first, last = _short(sections[0]), _short(sections[-1])
+    if first == last:
+        return f"section “{first}”"
+    return f"sections “{first}” to “{last}”"
+
+
+def longest_heading(documents: Sequence[Document]) -> str:
+    """The longest heading a label may carry (cut as labels cut it): the planner reserves its room."""
+    headings = (_short(h) for d in documents for h in map(_markdown_heading, split_blocks(d.text)) if h)
+    return max(headings, key=len, default="")
+
+
+# A heading named in a label is cut to this many characters (the planner reserves room for two).
+LABEL_CHARACTERS = 40
+
+
+def _short(heading: str) -> str:
+    return heading if len(heading) <= LABEL_CHARACTERS else heading[:LABEL_CHARACTERS - 1].rstrip() + "…"
+
+
+def _markdown_heading(block: str) -> str:
+    match = re.match(r"#{1,6} +(.+)", block)
+    return " ".join(match.group(1).split()) if match and "\n" not in block else ""
 
 
 def split_blocks(text: str) -> list[str]:
@@ -103,6 +139,11 @@ def split_into_parts(tokenizer: SummaryTokenizer, documents: Sequence[Document],
         counts: list[int] = []
         for start in range(0, len(blocks), _COUNT_BATCH):
             counts += packer.counter.count_many(blocks[start:start + _COUNT_BATCH])
+        current = ""  # the heading in force where the next part starts
         for text, tokens in packer.pack(list(zip(blocks, counts)), budget, "\n\n", heading_aware=True):
-            parts.append(Part(len(parts) + 1, doc_index, text, tokens))
+            inside = [h for h in (_markdown_heading(b) for b in split_blocks(text)) if h]
+            starts_with_heading = bool(inside) and _markdown_heading(split_blocks(text)[0]) == inside[0]
+            sections = tuple(([] if starts_with_heading or not current else [current]) + inside)
+            parts.append(Part(len(parts) + 1, doc_index, text, tokens, sections))
+            current = inside[-1] if inside else current
     return tuple(parts)
