@@ -200,5 +200,30 @@ def test_parts_say_which_sections_they_come_from(checkpoint: Path, tmp_path: Pat
         if type(event).__name__ == "SummaryRequestStarted":
             requests.append(event.request)
     final = requests[-1].messages[-1].content
-    assert "name in parentheses the section it comes from" in final
+    assert "name in parentheses the pages or section it comes from" in final
     assert "(section “Harbour history”)" in final or "(sections “Harbour history”" in final
+
+
+def test_parts_of_a_paged_document_say_which_pages_they_come_from(checkpoint: Path, tmp_path: Path):
+    """A reader that knows page starts (Document.page_starts, as a PDF reader can fill it)."""
+    from mlx_backend.documents.reading import Document
+
+    pages = [f"Page {n} begins here. " + sample_paragraph(n, words=70) for n in range(1, 13)]
+    text = "\n\n".join(pages)
+    starts = tuple(text.index(f"Page {n} begins here.") for n in range(1, 13))
+    document = Document("book.pdf", tmp_path / "book.pdf", "pdf", text, pages=12, page_starts=starts)
+    engine = Engine.load(checkpoint)
+    options = SummaryOptions(answer_tokens=16, part_answer_tokens=8, enable_thinking=False, seed=0, allow_yarn=False)
+    plan = plan_for_engine(engine, [document], options)
+    assert plan.strategy == "map_reduce" and len(plan.parts) >= 3
+    previous_last = 0
+    for part in plan.parts:
+        first, last = part.pages
+        assert part.text.startswith(f"Page {first} begins here.") or first == previous_last
+        assert f"Page {last} begins here." in part.text or last == first
+        assert first >= previous_last and last >= first
+        previous_last = last
+        label = f"page {first}" if first == last else f"pages {first}–{last}"
+        assert part.location == label
+        assert f"({label} of book.pdf)" in plan.part_request(part).messages[-1].content
+    assert plan.parts[0].pages[0] == 1 and plan.parts[-1].pages[1] == 12

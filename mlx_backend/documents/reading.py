@@ -96,6 +96,9 @@ class Document:
     # What the user should know about how the file was read, in plain words ("Pages 3-9 have
     # no readable text (scanned?)", "One table could not be read and was skipped").
     notes: tuple[str, ...] = ()
+    # Where each page begins in ``text`` (character offsets, first 0), when the reader knows
+    # (a PDF reader can fill it): summaries in parts then say which pages each comes from.
+    page_starts: tuple[int, ...] = ()
 
     def with_tokens(self, tokens: int) -> "Document":
         return replace(self, tokens=tokens)
@@ -452,7 +455,10 @@ def _finish(document: Document) -> Document:
     text = document.text.strip()
     if not text:
         raise DocumentError(f"{document.name} has no text to read.")
-    return replace(document, text=text)
+    # Page offsets follow the text's own start, now without its leading blank lines.
+    shift = len(document.text) - len(document.text.lstrip())
+    starts = tuple(max(0, start - shift) for start in document.page_starts)
+    return replace(document, text=text, page_starts=starts)
 
 
 def _megabytes(size: int) -> str:

@@ -266,7 +266,8 @@ def _plan_map_reduce(documents: tuple[Document, ...], tokenizer: SummaryTokenize
     widest = max(documents, key=lambda d: len(d.name))
     heading = longest_heading(documents)
     # The widest location label a part can carry ("sections “…” to “…”"), so parts with labels fit.
-    widest_location = location_of((heading, heading + " ")) if heading else ""
+    paged = any(d.page_starts for d in documents)
+    widest_location = location_of((heading, heading + " ") if heading else (), (99999, 99999) if paged else None)
     part_overhead = count_prompt_tokens(tokenizer, part_prompt(widest, "", 99999, 99999, widest_location), options)
     part_budget = window - part_overhead - part_answer - _TOKEN_MARGIN
     combine_overhead = max(

@@ -29,10 +29,11 @@ _PART_INSTRUCTIONS = (
 MERGE_INSTRUCTIONS = (
     "These are summaries of consecutive parts of a longer text. Merge them into one shorter "
     "summary that keeps every key fact, name, number and decision, in order, and where each "
-    "comes from (the part's section)."
+    "comes from (the part's pages or section)."
 )
 # The final combine: each point says where it comes from, as the part headings say.
-_SOURCES = " After each key point, name in parentheses the section it comes from, as the part headings give it."
+_SOURCES = (" After each key point, name in parentheses the pages or section it comes from, as the part "
+            "headings give them.")
 
 
 def document_label(document: Document) -> str:

@@ -8,7 +8,7 @@ from typing import Callable, Iterator, Optional, Sequence
 from mlx_backend.documents.summary.events import PartSummary, PartWriting, SummaryProgress, SummaryRequestStarted
 from mlx_backend.documents.summary.planning import SummaryPlan
 from mlx_backend.documents.summary.protocols import SummaryEngine
-from mlx_backend.documents.summary.splitting import location_of
+from mlx_backend.documents.summary.splitting import location_of, page_span
 from mlx_backend.documents.summary.tokens import TokenTools
 from mlx_backend.events import AnswerDelta, ChatRequest, Failed, Finished, PrefillProgress
 
@@ -58,6 +58,7 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
     summaries: list[str] = []
     # The headings each summary covers, so merges and the final combine can say where points come from.
     spans: list[tuple[str, ...]] = []
+    pages: list[Optional[tuple[int, int]]] = []
     total = len(plan.parts)
     for part in plan.parts:
         yield SummaryProgress(part.index, total, "map", len(plan.documents))
@@ -70,6 +71,7 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
             return
         summaries.append("".join(sink).strip())
         spans.append(part.sections)
+        pages.append(part.pages)
         yield PartSummary(part.index, total, "map", summaries[-1])
 
     # Merge groups of summaries until they all fit one combine request.
@@ -80,11 +82,13 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
             break
         merged: list[str] = []
         merged_spans: list[tuple[str, ...]] = []
+        merged_pages: list[Optional[tuple[int, int]]] = []
         first = 1
         for number, group in enumerate(groups, start=1):
             yield SummaryProgress(number, len(groups), "reduce", len(plan.documents))
             group_spans = spans[first - 1:first - 1 + len(group)]
-            locations = [location_of(span) for span in group_spans]
+            group_pages = pages[first - 1:first - 1 + len(group)]
+            locations = [location_of(span, page) for span, page in zip(group_spans, group_pages)]
             request = _fitted(lambda texts, first=first, locations=locations: plan.merge_request(texts, first, locations),
                               group, plan.window, tokens)
             sink = []
@@ -97,11 +101,12 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
             first += len(group)
             merged.append("".join(sink).strip())
             merged_spans.append(tuple(heading for span in group_spans for heading in span))
+            merged_pages.append(page_span(group_pages))
             yield PartSummary(number, len(groups), "reduce", merged[-1])
         summaries = merged
-        spans = merged_spans
+        spans, pages = merged_spans, merged_pages
 
-    locations = [location_of(span) for span in spans]
+    locations = [location_of(span, page) for span, page in zip(spans, pages)]
     request = _fitted(lambda texts: plan.combine_request(texts, conversation_id, locations), summaries,
                       plan.window, tokens)
     yield SummaryProgress(total, total, "combine", len(plan.documents))

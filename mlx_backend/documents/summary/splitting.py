@@ -3,9 +3,10 @@ then lines, sentences and (last resort) tokens."""
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mlx_backend.documents.reading import Document
 from mlx_backend.documents.summary.protocols import SummaryTokenizer
@@ -27,21 +28,30 @@ class Part:
     tokens: int
     # The headings the part covers: the one in force where it starts, then those inside it.
     sections: tuple[str, ...] = ()
+    # First and last page (1-based) when the document knows where its pages start.
+    pages: Optional[tuple[int, int]] = None
 
     @property
     def location(self) -> str:
-        """Where in its document the part is, for prompts ('section “Budget”'), or ""."""
-        return location_of(self.sections)
+        """Where in its document the part is, for prompts ('pages 3–5, section “Budget”'), or ""."""
+        return location_of(self.sections, self.pages)
 
 
-def location_of(sections: Sequence[str]) -> str:
-    """'section “A”' or 'sections “A” to “B”' for a run of headings ("" for none)."""
-    if not sections:
-        return ""
-    first, last = _short(sections[0]), _short(sections[-1])
-    if first == last:
-        return f"section “{first}”"
-    return f"sections “{first}” to “{last}”"
+def location_of(sections: Sequence[str], pages: Optional[tuple[int, int]] = None) -> str:
+    """'pages 3–5', 'section “A”', 'sections “A” to “B”' or both ("" for nothing known)."""
+    labels = []
+    if pages:
+        labels.append(f"page {pages[0]}" if pages[0] == pages[1] else f"pages {pages[0]}–{pages[1]}")
+    if sections:
+        first, last = _short(sections[0]), _short(sections[-1])
+        labels.append(f"section “{first}”" if first == last else f"sections “{first}” to “{last}”")
+    return ", ".join(labels)
+
+
+def page_span(spans: Sequence[Optional[tuple[int, int]]]) -> Optional[tuple[int, int]]:
+    """The pages a run of parts covers together."""
+    known = [span for span in spans if span]
+    return (min(s[0] for s in known), max(s[1] for s in known)) if known else None
 
 
 def longest_heading(documents: Sequence[Document]) -> str:
@@ -130,6 +140,21 @@ class _Packer:
         return pieces
 
 
+def _text_span(text: str, piece: str, cursor: int) -> tuple[int, int]:
+    """Where ``piece`` (blocks of ``text`` joined again, or a slice of one) lies in ``text``,
+    searching from ``cursor``: by its first and last characters, as joining changed the gaps."""
+    head, tail = piece[:48].strip(), piece[-48:].strip()
+    start = text.find(head, cursor) if head else -1
+    start = cursor if start < 0 else start
+    end = text.find(tail, start) if tail else -1
+    end = start + len(piece) if end < 0 else end + len(tail)
+    return start, min(max(end, start + 1), len(text))
+
+
+def _page_at(page_starts: Sequence[int], offset: int) -> int:
+    return max(1, bisect.bisect_right(page_starts, offset))
+
+
 def split_into_parts(tokenizer: SummaryTokenizer, documents: Sequence[Document], budget: int) -> tuple[Part, ...]:
     """Every document cut into parts of at most ``budget`` text tokens (documents never share a part)."""
     packer = _Packer(tokenizer)
@@ -140,10 +165,15 @@ def split_into_parts(tokenizer: SummaryTokenizer, documents: Sequence[Document],
         for start in range(0, len(blocks), _COUNT_BATCH):
             counts += packer.counter.count_many(blocks[start:start + _COUNT_BATCH])
         current = ""  # the heading in force where the next part starts
+        cursor = 0  # where in the document text the next part starts
         for text, tokens in packer.pack(list(zip(blocks, counts)), budget, "\n\n", heading_aware=True):
             inside = [h for h in (_markdown_heading(b) for b in split_blocks(text)) if h]
             starts_with_heading = bool(inside) and _markdown_heading(split_blocks(text)[0]) == inside[0]
             sections = tuple(([] if starts_with_heading or not current else [current]) + inside)
-            parts.append(Part(len(parts) + 1, doc_index, text, tokens, sections))
+            pages = None
+            if document.page_starts:
+                start, cursor = _text_span(document.text, text, cursor)
+                pages = (_page_at(document.page_starts, start), _page_at(document.page_starts, cursor - 1))
+            parts.append(Part(len(parts) + 1, doc_index, text, tokens, sections, pages))
             current = inside[-1] if inside else current
     return tuple(parts)
