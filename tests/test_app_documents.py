@@ -451,3 +451,31 @@ def test_progress_panel_follows_parts_prefill_and_eta(qtbot):
     panel.finish("Summary ready")
     assert panel.step_label.text() == "Summary ready" and not panel.cancel_button.isEnabled()
     assert (duration_words(3725), duration_words(75), duration_words(0.4)) == ("1 h 02 min", "1 min 15 s", "less than a second")
+
+
+def test_a_dropped_folder_plans_the_documents_inside_and_says_what_was_left(harness, tmp_path):
+    from tests.support.docx_parts import p, write_docx
+
+    h = harness()
+    folder = tmp_path / "Minutes"
+    (folder / "2024").mkdir(parents=True)
+    text_file(folder, "agenda.md", paragraphs=2)
+    text_file(folder / "2024", "march.txt", paragraphs=2)
+    bad_cell = "<w:tc><w:tcPr><w:gridSpan w:val='x'/></w:tcPr>" + p("lost") + "</w:tc>"
+    write_docx(folder / "budget.docx", p("Budget for the year.") + f"<w:tbl><w:tr>{bad_cell}</w:tr></w:tbl>")
+    (folder / "photo.png").write_bytes(b"\x89PNG\r\n")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    (folder / "empty.txt").write_bytes(b"")
+    drop_files(h.window.transcript.viewport(), [folder])
+    plan = h.wait_for_plan()
+    assert [d.name for d in plan.documents] == ["march.txt", "agenda.md", "budget.docx"]
+    panel = h.controller.plan_panel
+    problems = panel.problems.text()
+    assert "Folder Minutes: 3 documents read, 1 file refused, 1 file skipped, 1 hidden file left out." in problems
+    assert "empty.txt is empty." in problems
+    assert "photo.png (in Minutes) was skipped: images aren't supported." in problems
+    # How budget.docx was read is in the plan itself.
+    assert "Note on budget.docx: Some of the document could not be read and was skipped: one table cell." \
+        in plan.description
+    assert "budget.docx" in panel.plan_text.text() and "one table cell" in panel.plan_text.text()
+    assert "Documents: 3 documents (" in plan.description

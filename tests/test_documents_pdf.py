@@ -399,3 +399,14 @@ def test_real_pdfs_from_the_system_documentation(path: str, capfd):
     assert similarity(document.text, pdftotext(Path(path))) >= 0.95
     assert not LIGATURES.search(document.text) and not CONTROLS.search(document.text)
     assert capfd.readouterr().err == ""
+
+
+def test_page_starts_point_at_each_page_even_around_left_out_pages(tmp_path: Path):
+    # Pages 2 and 3 are scans: left out of the text, but pages 4 and 5 keep their numbers.
+    document = read_document(write_text_and_scan_pdf(tmp_path / "mixed.pdf", text_pages=[1, 4, 5], page_count=5))
+    starts = document.page_starts
+    assert len(starts) == 5 and starts[1] == starts[2] == starts[3]
+    for page, start in zip((1, 4, 5), (starts[0], starts[3], starts[4])):
+        following = starts[page] if page < 5 else len(document.text)
+        # The writer numbers page N's paragraphs N0, N1, ...
+        assert re.findall(r"Paragraph (\d+)0:", document.text[start:following]) == [str(page)]

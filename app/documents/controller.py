@@ -52,9 +52,8 @@ from mlx_backend.documents.jobs import (
     restored_follow_up_job,
     summary_job,
 )
-from mlx_backend.documents.reading import Document, DocumentBatch, DocumentFailure, read_document
+from mlx_backend.documents.reading import Document, DocumentBatch, DocumentFailure, read_documents
 from mlx_backend.documents.summary import SummaryOptions, SummaryPlan, SummaryRequestStarted
-from mlx_backend.errors import DocumentError
 from mlx_backend.events import ChatMessage, Failed, Finished
 
 log = logging.getLogger(__name__)
@@ -198,27 +197,22 @@ class DocumentController(QObject):
         thread.start()
 
     def _extract(self, generation: int, paths: list[str], cancel: threading.Event) -> None:
-        """Background thread: no Qt objects touched here, only the signal emitted."""
-        documents: list[Document] = []
-        failures: list[DocumentFailure] = []
-        for path in paths:
-            if cancel.is_set():
-                return
-            try:
-                documents.append(read_document(path))
-            except DocumentError as error:
-                failures.append(DocumentFailure(Path(path), str(error)))
-            except Exception as error:  # noqa: BLE001 - one odd file must not take the app down
-                log.exception("reading %s failed", path)
-                failures.append(DocumentFailure(Path(path), f"{Path(path).name} couldn't be read ({error})."))
+        """Background thread: no Qt objects touched here, only the signal emitted. A dropped
+        folder is read as the documents inside it (``read_documents``)."""
+        try:
+            batch = read_documents(paths, cancel=cancel.is_set)
+        except Exception as error:  # noqa: BLE001 - one odd file must not take the app down
+            log.exception("reading %s failed", paths)
+            batch = DocumentBatch((), tuple(DocumentFailure(Path(path), f"{Path(path).name} couldn't be read ({error}).")
+                                            for path in paths))
         if not cancel.is_set():
-            self._signals.extracted.emit(generation, DocumentBatch(tuple(documents), tuple(failures)))
+            self._signals.extracted.emit(generation, batch)
 
     def _on_extracted(self, generation: int, batch: DocumentBatch) -> None:
         if generation != self._generation:
             return  # superseded or cancelled
         self._extract_cancel = None
-        self._problems = [failure.message for failure in batch.failures]
+        self._problems = batch.messages
         self.plan_panel.set_problems(self._problems)
         if not batch.documents and not self.current_documents():
             self.plan_panel.show_error("None of the files can be summarized.")

@@ -2,7 +2,8 @@
 
 ``DocumentDropFilter`` is an event filter, so the watched widgets need no subclassing. It takes
 drags that carry at least one local file URL (a text or web-link drag passes through to the
-widget untouched) and emits ``filesDropped(list[str])`` with the local paths in drop order.
+widget untouched) and emits ``filesDropped(list[str])`` with the local paths in drop order
+(a dropped folder is a path like any other; the reader reads the documents inside it).
 For scroll areas and text edits Qt delivers drag events to the ``viewport()``, so ``install``
 watches the viewport as well as the widget itself.
 """

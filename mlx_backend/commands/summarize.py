@@ -10,7 +10,7 @@ import argparse
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from mlx_backend.documents.reading import MAX_DOCUMENT_BYTES, read_documents
 from mlx_backend.errors import DocumentError, QwenDeskError
@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "summarized in parts, then combined.",
     )
     parser.add_argument("--model", required=True, help="model folder or Hugging Face repo id")
-    parser.add_argument("files", nargs="+", metavar="FILE", help="documents to summarize together")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="documents (or folders of documents) to summarize together")
     parser.add_argument("--instructions", help="what the summary should focus on (replaces the default request)")
     parser.add_argument("--max-tokens", type=int, default=SummaryOptions.answer_tokens,
                         help="longest summary, in tokens (default %(default)s)")
@@ -57,9 +57,15 @@ def run(args: argparse.Namespace) -> int:
     if args.max_tokens <= 0 or args.part_tokens <= 0:
         raise QwenDeskError("--max-tokens and --part-tokens must be positive.")
     batch = read_documents(args.files, max_bytes=MAX_DOCUMENT_BYTES)
-    if batch.failures:
+    named = [failure for failure in batch.failures if failure.folder is None]
+    if named:
         # Summarizing only some of the files asked for would be a silent surprise.
-        raise DocumentError(" ".join(failure.message for failure in batch.failures))
+        raise DocumentError(" ".join(failure.message for failure in named))
+    # A folder's own odd files are said, not fatal: the folder was asked for, not each file.
+    for line in batch.messages:
+        print(line, file=err, flush=True)
+    if not batch.documents:
+        raise DocumentError("There is no document to summarize in " + ", ".join(args.files) + ".")
 
     from mlx_backend.generation.engine import Engine  # MLX loads only once the documents are known to be readable
 
@@ -120,14 +126,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 class ProgressBar:
-    """One status line on stderr: redrawn in place on a terminal, one line per step otherwise."""
+    """One status line on stderr: redrawn in place on a terminal; on a pipe or log file, a line
+    per step and at least one every ``interval_s`` while events come (prefill chunks, part
+    summaries being written), so a long prefill doesn't look like a hang."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._tracker = SummaryTracker()
+    def __init__(self, stream: TextIO, *, interval_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._tracker = SummaryTracker(clock)
         self._stream = stream
+        self._clock = clock
+        self._interval_s = interval_s
         self._tty = bool(getattr(stream, "isatty", lambda: False)())
         self._drawn = False
         self._last_line = ""
+        self._last_written = float("-inf")
 
     def update(self, event: object) -> None:
         if not self._tracker.feed(event):
@@ -135,14 +147,26 @@ class ProgressBar:
         tracker = self._tracker
         filled = int(round(tracker.fraction * _BAR_WIDTH))
         eta = tracker.eta_s
+        details = [f"prefill {tracker.prefill_fraction:.0%}"]
+        speed = tracker.prefill_tokens_per_s
+        if speed and not tracker.answering and tracker.prefill_fraction < 1.0:
+            details.append(f"{speed:,.0f} tokens/s")
+        if tracker.part_tokens:
+            details.append(f"{tracker.part_tokens} tokens written")
+        if eta:
+            details.append(f"about {max(1, round(eta))}s left")
+        details.append(f"{tracker.elapsed_s:.0f}s")
         line = (f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {tracker.fraction:4.0%} {tracker.label}"
-                f" (prefill {tracker.prefill_fraction:.0%}"
-                + (f", about {max(1, round(eta))}s left" if eta else "") + f", {tracker.elapsed_s:.0f}s)")
+                f" ({', '.join(details)})")
+        now = self._clock()
         if self._tty:
             self._stream.write("\r" + line.ljust(len(self._last_line)))
             self._drawn = True
-        elif isinstance(event, SummaryProgress):  # a log gets one line per step, not every redraw
+        elif isinstance(event, SummaryProgress) or now - self._last_written >= self._interval_s:
             self._stream.write(line + "\n")
+            self._last_written = now
+        else:
+            return
         self._last_line = line
         self._stream.flush()
 

@@ -23,6 +23,9 @@ class PdfText:
     text: str  # the readable pages, apart by a blank line
     pages: int  # every page of the file, read or not
     notes: tuple[str, ...] = ()
+    # Where each page of the file starts in ``text`` (a page left out starts where the next
+    # does), so a summary can say which pages a point comes from.
+    page_starts: tuple[int, ...] = ()
 
 
 def read_pdf(path: Path) -> PdfText:
@@ -53,8 +56,14 @@ def read_pdf(path: Path) -> PdfText:
         notes.append(
             f"{_pages_phrase(garbled)} text that can't be decoded (fonts without a usable "
             "character map); left out.")
-    readable = drop_repeated_edges([text for text in texts if text])
-    text = "\n\n".join(page for page in readable if page)
+    kept = iter(drop_repeated_edges([text for text in texts if text]))
+    pages = [next(kept) if text else "" for text in texts]
+    text = "\n\n".join(page for page in pages if page)
+    page_starts, offset = [], 0
+    for page in pages:
+        page_starts.append(offset)
+        if page:
+            offset += len(page) + 2
     if not text:
         count = len(texts)
         if broken and not scanned and not garbled:
@@ -71,7 +80,7 @@ def read_pdf(path: Path) -> PdfText:
             f"{name} has no text layer ({_plural(count, 'page')} of images, probably a scan). "
             "Run text recognition (OCR) on it first, for example in Preview or Acrobat."
         )
-    return PdfText(text, len(texts), tuple(notes))
+    return PdfText(text, len(texts), tuple(notes), tuple(min(start, len(text)) for start in page_starts))
 
 
 def _read_pages(path: Path, name: str) -> tuple[list[str], list[int], list[int], list[int]]:

@@ -7,16 +7,18 @@ heading boundaries), ``planning`` (``SummaryPlan`` and how it is chosen), ``runn
 and how a progress bar reads it).
 """
 
-from mlx_backend.documents.summary.events import PartSummary, SummaryProgress, SummaryRequestStarted
+from mlx_backend.documents.summary.events import PartSummary, PartWriting, SummaryProgress, SummaryRequestStarted
 from mlx_backend.documents.summary.facts import ModelFacts, SummaryOptions, context_limits
 from mlx_backend.documents.summary.planning import SummaryPlan, follow_up_request, plan_for_engine, plan_summary
-from mlx_backend.documents.summary.progress import SummaryTracker
+from mlx_backend.documents.summary.progress import PrefillPace, SummaryTracker
 from mlx_backend.documents.summary.running import run_summary
 from mlx_backend.documents.summary.splitting import split_blocks, split_into_parts
 
 __all__ = [
     "ModelFacts",
     "PartSummary",
+    "PartWriting",
+    "PrefillPace",
     "SummaryOptions",
     "SummaryPlan",
     "SummaryProgress",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mlx_backend.events import ChatRequest
@@ -22,6 +22,16 @@ class SummaryProgress:
     part: int
     parts: int
     stage: Stage
+    # How many documents the run covers, for the wording ("Reading the 3 documents").
+    documents: int = field(default=1, compare=False)
+
+
+@dataclass(frozen=True)
+class PartWriting:
+    """A part (or merge) summary is being written: ``tokens`` so far. Sent every few tokens so
+    a progress display shows life while nothing streams to the chat."""
+
+    tokens: int
 
 
 @dataclass(frozen=True)

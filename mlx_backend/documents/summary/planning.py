@@ -34,7 +34,7 @@ from mlx_backend.documents.summary.prompts import (
     single_pass_prompt,
 )
 from mlx_backend.documents.summary.protocols import SummaryEngine, SummaryTokenizer
-from mlx_backend.documents.summary.splitting import Part, split_into_parts
+from mlx_backend.documents.summary.splitting import Part, location_of, longest_heading, split_into_parts
 from mlx_backend.documents.summary.tokens import count_tokens
 from mlx_backend.errors import ContextOverflowError, DocumentError
 from mlx_backend.events import ChatMessage, ChatRequest
@@ -85,19 +85,32 @@ class SummaryPlan:
         if self.strategy == "map_reduce":
             label = f"Map-reduce in {len(self.parts)} parts"
         elif self.yarn_factor:
-            label = f"Whole document in one pass with YaRN ×{self.yarn_factor:g}"
+            label = f"{self._whole} in one pass with YaRN ×{self.yarn_factor:g}"
         else:
-            label = "Whole document in one pass"
+            label = f"{self._whole} in one pass"
         if self.kv_bits:
             label += f", {self.kv_bits}-bit KV cache"
         return label
 
     @property
+    def _them(self) -> str:
+        return "document" if len(self.documents) == 1 else f"{len(self.documents)} documents"
+
+    @property
+    def _whole(self) -> str:
+        count = len(self.documents)
+        return "Whole document" if count == 1 else f"All {count} documents"
+
+    @property
     def description(self) -> str:
         """What will happen and why, in plain words, for the plan panel and the CLI."""
         names = ", ".join(document_label(d) for d in self.documents)
-        lines = [
-            f"Documents: {names}: {self.document_tokens:,} tokens.",
+        count = len(self.documents)
+        what = f"Document: {names}" if count == 1 else f"Documents: {count} documents ({names})"
+        lines = [f"{what}: {self.document_tokens:,} tokens."]
+        # How each file was read, where the user should know (skipped tables, renamed files).
+        lines += [f"Note on {d.name}: {note}" for d in self.documents for note in d.notes]
+        lines += [
             f"Model: {self.model.name}, context {self.limits.describe()}.",
             f"Memory: {self.memory.message}",
         ]
@@ -112,11 +125,12 @@ class SummaryPlan:
             lines.append(
                 f"Plan: {self.headline}. The prompt of about {self.estimated_prompt_tokens:,} tokens and up to "
                 f"{self.answer_tokens:,} tokens of summary fit a {self.window:,}-token context{kv}, with "
-                f"room left for follow-up questions, which reuse the document already in memory.{why}"
+                f"room left for follow-up questions, which reuse the {self._them} already in memory.{why}"
             )
         else:
             biggest = max(p.tokens for p in self.parts)
-            reason = ("the documents are longer than the context" if self.window >= self.limits.native
+            reason = (f"the {self._them} {'is' if len(self.documents) == 1 else 'are'} longer than the context"
+                      if self.window >= self.limits.native
                       else f"memory allows only a {self.window:,}-token context")
             lines.append(
                 f"Plan: {self.headline}, because {reason}. Each part (up to {biggest:,} tokens, split at "
@@ -148,15 +162,17 @@ class SummaryPlan:
 
     def part_request(self, part: Part) -> ChatRequest:
         document = self.documents[part.document_index]
-        content = part_prompt(document, part.text, part.index, len(self.parts))
+        content = part_prompt(document, part.text, part.index, len(self.parts), part.location)
         return self._request(content, max_tokens=self.part_answer_tokens)
 
-    def merge_request(self, summaries: Sequence[str], first_part: int) -> ChatRequest:
-        content = combine_prompt(summaries, first_part, MERGE_INSTRUCTIONS)
+    def merge_request(self, summaries: Sequence[str], first_part: int, locations: Sequence[str] = ()) -> ChatRequest:
+        content = combine_prompt(summaries, first_part, MERGE_INSTRUCTIONS, locations)
         return self._request(content, max_tokens=self.part_answer_tokens)
 
-    def combine_request(self, summaries: Sequence[str], conversation_id: Optional[str] = None) -> ChatRequest:
-        content = combine_prompt(summaries, 1, final_instructions(self.documents, self.options))
+    def combine_request(self, summaries: Sequence[str], conversation_id: Optional[str] = None,
+                        locations: Sequence[str] = ()) -> ChatRequest:
+        instructions = final_instructions(self.documents, self.options, located=any(locations))
+        content = combine_prompt(summaries, 1, instructions, locations)
         return self._request(content, max_tokens=self.answer_tokens, conversation_id=conversation_id)
 
 
@@ -248,11 +264,15 @@ def _plan_map_reduce(documents: tuple[Document, ...], tokenizer: SummaryTokenize
     part_answer = min(options.part_answer_tokens * answer_scale, max(window // 8, 8))
     # The part prompt's fixed tokens, measured on the longest labels it can carry.
     widest = max(documents, key=lambda d: len(d.name))
-    part_overhead = count_prompt_tokens(tokenizer, part_prompt(widest, "", 99999, 99999), options)
+    heading = longest_heading(documents)
+    # The widest location label a part can carry ("sections “…” to “…”"), so parts with labels fit.
+    paged = any(d.page_starts for d in documents)
+    widest_location = location_of((heading, heading + " ") if heading else (), (99999, 99999) if paged else None)
+    part_overhead = count_prompt_tokens(tokenizer, part_prompt(widest, "", 99999, 99999, widest_location), options)
     part_budget = window - part_overhead - part_answer - _TOKEN_MARGIN
     combine_overhead = max(
         count_prompt_tokens(tokenizer, combine_prompt([""], 99999, instructions), options)
-        for instructions in (MERGE_INSTRUCTIONS, final_instructions(documents, options)))
+        for instructions in (MERGE_INSTRUCTIONS, final_instructions(documents, options, located=True)))
     combine_budget = window - combine_overhead - answer - _TOKEN_MARGIN
     # The combine request opens the conversation: leave follow-up room after it too, as far as
     # merging (two part summaries per request at least) allows.

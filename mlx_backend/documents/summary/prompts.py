@@ -23,13 +23,17 @@ _DEFAULT_INSTRUCTIONS_MANY = (
     "document as bullets under its name. Write in the documents' language."
 )
 _PART_INSTRUCTIONS = (
-    "This is part {part} of {parts} of a longer text. Summarize this part on its own in a few "
+    "This is part {part} of {parts} of a longer text{where}. Summarize this part on its own in a few "
     "short bullets, keeping names, numbers, dates and decisions. No introduction, no conclusion."
 )
 MERGE_INSTRUCTIONS = (
     "These are summaries of consecutive parts of a longer text. Merge them into one shorter "
-    "summary that keeps every key fact, name, number and decision, in order."
+    "summary that keeps every key fact, name, number and decision, in order, and where each "
+    "comes from (the part's pages or section)."
 )
+# The final combine: each point says where it comes from, as the part headings say.
+_SOURCES = (" After each key point, name in parentheses the pages or section it comes from, as the part "
+            "headings give them.")
 
 
 def document_label(document: Document) -> str:
@@ -42,12 +46,15 @@ def _attribute(value: str) -> str:
     return value.replace('"', "'").replace("\n", " ")
 
 
-def _document_block(document: Document, text: str, part: Optional[tuple[int, int]] = None) -> str:
+def _document_block(document: Document, text: str, part: Optional[tuple[int, int]] = None,
+                    location: str = "") -> str:
     attributes = f'name="{_attribute(document.name)}"'
     if document.pages:
         attributes += f' pages="{document.pages}"'
     if part:
         attributes += f' part="{part[0]} of {part[1]}"'
+    if location:
+        attributes += f' where="{_attribute(location)}"'
     body = text
     if document.kind == "code":
         body = f"```{document.language or ''}\n{body}\n```"
@@ -60,19 +67,29 @@ def single_pass_prompt(documents: Sequence[Document], instructions: Optional[str
     return "\n\n".join(blocks) + "\n\n" + wishes
 
 
-def final_instructions(documents: Sequence[Document], options: SummaryOptions) -> str:
+def final_instructions(documents: Sequence[Document], options: SummaryOptions, located: bool = False) -> str:
+    """``located``: the part headings say which section each part is, so ask for sources."""
     wishes = options.instructions or (_DEFAULT_INSTRUCTIONS_MANY if len(documents) > 1 else DEFAULT_INSTRUCTIONS)
     wishes = wishes.replace("documents above", "documents").replace("document above", "document")
     names = ", ".join(d.name for d in documents)
-    return f"These are summaries of consecutive parts of {names}. Combine them into one summary of the whole. {wishes}"
+    return (f"These are summaries of consecutive parts of {names}. Combine them into one summary of the whole. "
+            f"{wishes}{_SOURCES if located else ''}")
 
 
-def part_prompt(document: Document, text: str, part: int, parts: int) -> str:
-    return _document_block(document, text, (part, parts)) + "\n\n" + _PART_INSTRUCTIONS.format(part=part, parts=parts)
+def part_prompt(document: Document, text: str, part: int, parts: int, location: str = "") -> str:
+    where = f" ({location} of {document.name})" if location else ""
+    return (_document_block(document, text, (part, parts), location) + "\n\n"
+            + _PART_INSTRUCTIONS.format(part=part, parts=parts, where=where))
 
 
-def combine_prompt(summaries: Sequence[str], first_part: int, instructions: str) -> str:
-    sections = [f"## Part {first_part + i}\n{s.strip() or '(nothing of note)'}" for i, s in enumerate(summaries)]
+def combine_prompt(summaries: Sequence[str], first_part: int, instructions: str,
+                   locations: Sequence[str] = ()) -> str:
+    """``locations`` name where each summarized part is ("section “Budget”"), when known."""
+    def heading(i: int) -> str:
+        where = locations[i] if i < len(locations) else ""
+        return f"## Part {first_part + i}" + (f" ({where})" if where else "")
+
+    sections = [f"{heading(i)}\n{s.strip() or '(nothing of note)'}" for i, s in enumerate(summaries)]
     return "<summaries>\n" + "\n\n".join(sections) + "\n</summaries>\n\n" + instructions
 
 

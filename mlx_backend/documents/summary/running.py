@@ -5,11 +5,16 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterator, Optional, Sequence
 
-from mlx_backend.documents.summary.events import PartSummary, SummaryProgress, SummaryRequestStarted
+from mlx_backend.documents.summary.events import PartSummary, PartWriting, SummaryProgress, SummaryRequestStarted
 from mlx_backend.documents.summary.planning import SummaryPlan
 from mlx_backend.documents.summary.protocols import SummaryEngine
+from mlx_backend.documents.summary.splitting import location_of, page_span
 from mlx_backend.documents.summary.tokens import TokenTools
 from mlx_backend.events import AnswerDelta, ChatRequest, Failed, Finished, PrefillProgress
+
+
+# A PartWriting event every this many answer pieces (about tokens).
+_WRITING_EVERY = 8
 
 
 def _collect(engine: SummaryEngine, request: ChatRequest, cancel: Optional[threading.Event],
@@ -22,6 +27,8 @@ def _collect(engine: SummaryEngine, request: ChatRequest, cancel: Optional[threa
             yield event
         elif isinstance(event, AnswerDelta):
             sink.append(event.text)
+            if len(sink) % _WRITING_EVERY == 0:
+                yield PartWriting(len(sink))
         elif isinstance(event, Failed):
             yield event
         elif isinstance(event, Finished) and event.reason in ("cancelled", "error"):
@@ -42,16 +49,19 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
     view shows one answer. A cancel or failure ends the run with the engine's event."""
     if plan.strategy == "single_pass":
         request = plan.single_pass_request(conversation_id)
-        yield SummaryProgress(1, 1, "single")
+        yield SummaryProgress(1, 1, "single", len(plan.documents))
         yield SummaryRequestStarted(request)
         yield from engine.stream(request, cancel)
         return
 
     tokens = TokenTools(engine.tokenizer)
     summaries: list[str] = []
+    # The headings each summary covers, so merges and the final combine can say where points come from.
+    spans: list[tuple[str, ...]] = []
+    pages: list[Optional[tuple[int, int]]] = []
     total = len(plan.parts)
     for part in plan.parts:
-        yield SummaryProgress(part.index, total, "map")
+        yield SummaryProgress(part.index, total, "map", len(plan.documents))
         sink: list[str] = []
         stopped = False
         for event in _collect(engine, plan.part_request(part), cancel, sink):
@@ -60,6 +70,8 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
         if stopped:
             return
         summaries.append("".join(sink).strip())
+        spans.append(part.sections)
+        pages.append(part.pages)
         yield PartSummary(part.index, total, "map", summaries[-1])
 
     # Merge groups of summaries until they all fit one combine request.
@@ -69,10 +81,16 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
             summaries = groups[0] if groups else []
             break
         merged: list[str] = []
+        merged_spans: list[tuple[str, ...]] = []
+        merged_pages: list[Optional[tuple[int, int]]] = []
         first = 1
         for number, group in enumerate(groups, start=1):
-            yield SummaryProgress(number, len(groups), "reduce")
-            request = _fitted(lambda texts, first=first: plan.merge_request(texts, first), group, plan.window, tokens)
+            yield SummaryProgress(number, len(groups), "reduce", len(plan.documents))
+            group_spans = spans[first - 1:first - 1 + len(group)]
+            group_pages = pages[first - 1:first - 1 + len(group)]
+            locations = [location_of(span, page) for span, page in zip(group_spans, group_pages)]
+            request = _fitted(lambda texts, first=first, locations=locations: plan.merge_request(texts, first, locations),
+                              group, plan.window, tokens)
             sink = []
             stopped = False
             for event in _collect(engine, request, cancel, sink):
@@ -82,11 +100,16 @@ def run_summary(engine: SummaryEngine, plan: SummaryPlan, cancel: Optional[threa
                 return
             first += len(group)
             merged.append("".join(sink).strip())
+            merged_spans.append(tuple(heading for span in group_spans for heading in span))
+            merged_pages.append(page_span(group_pages))
             yield PartSummary(number, len(groups), "reduce", merged[-1])
         summaries = merged
+        spans, pages = merged_spans, merged_pages
 
-    request = _fitted(lambda texts: plan.combine_request(texts, conversation_id), summaries, plan.window, tokens)
-    yield SummaryProgress(total, total, "combine")
+    locations = [location_of(span, page) for span, page in zip(spans, pages)]
+    request = _fitted(lambda texts: plan.combine_request(texts, conversation_id, locations), summaries,
+                      plan.window, tokens)
+    yield SummaryProgress(total, total, "combine", len(plan.documents))
     yield SummaryRequestStarted(request)
     yield from engine.stream(request, cancel)
 

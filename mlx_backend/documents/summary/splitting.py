@@ -3,9 +3,10 @@ then lines, sentences and (last resort) tokens."""
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mlx_backend.documents.reading import Document
 from mlx_backend.documents.summary.protocols import SummaryTokenizer
@@ -25,6 +26,51 @@ class Part:
     document_index: int
     text: str
     tokens: int
+    # The headings the part covers: the one in force where it starts, then those inside it.
+    sections: tuple[str, ...] = ()
+    # First and last page (1-based) when the document knows where its pages start.
+    pages: Optional[tuple[int, int]] = None
+
+    @property
+    def location(self) -> str:
+        """Where in its document the part is, for prompts ('pages 3–5, section “Budget”'), or ""."""
+        return location_of(self.sections, self.pages)
+
+
+def location_of(sections: Sequence[str], pages: Optional[tuple[int, int]] = None) -> str:
+    """'pages 3–5', 'section “A”', 'sections “A” to “B”' or both ("" for nothing known)."""
+    labels = []
+    if pages:
+        labels.append(f"page {pages[0]}" if pages[0] == pages[1] else f"pages {pages[0]}–{pages[1]}")
+    if sections:
+        first, last = _short(sections[0]), _short(sections[-1])
+        labels.append(f"section “{first}”" if first == last else f"sections “{first}” to “{last}”")
+    return ", ".join(labels)
+
+
+def page_span(spans: Sequence[Optional[tuple[int, int]]]) -> Optional[tuple[int, int]]:
+    """The pages a run of parts covers together."""
+    known = [span for span in spans if span]
+    return (min(s[0] for s in known), max(s[1] for s in known)) if known else None
+
+
+def longest_heading(documents: Sequence[Document]) -> str:
+    """The longest heading a label may carry (cut as labels cut it): the planner reserves its room."""
+    headings = (_short(h) for d in documents for h in map(_markdown_heading, split_blocks(d.text)) if h)
+    return max(headings, key=len, default="")
+
+
+# A heading named in a label is cut to this many characters (the planner reserves room for two).
+LABEL_CHARACTERS = 40
+
+
+def _short(heading: str) -> str:
+    return heading if len(heading) <= LABEL_CHARACTERS else heading[:LABEL_CHARACTERS - 1].rstrip() + "…"
+
+
+def _markdown_heading(block: str) -> str:
+    match = re.match(r"#{1,6} +(.+)", block)
+    return " ".join(match.group(1).split()) if match and "\n" not in block else ""
 
 
 def split_blocks(text: str) -> list[str]:
@@ -94,6 +140,21 @@ class _Packer:
         return pieces
 
 
+def _text_span(text: str, piece: str, cursor: int) -> tuple[int, int]:
+    """Where ``piece`` (blocks of ``text`` joined again, or a slice of one) lies in ``text``,
+    searching from ``cursor``: by its first and last characters, as joining changed the gaps."""
+    head, tail = piece[:48].strip(), piece[-48:].strip()
+    start = text.find(head, cursor) if head else -1
+    start = cursor if start < 0 else start
+    end = text.find(tail, start) if tail else -1
+    end = start + len(piece) if end < 0 else end + len(tail)
+    return start, min(max(end, start + 1), len(text))
+
+
+def _page_at(page_starts: Sequence[int], offset: int) -> int:
+    return max(1, bisect.bisect_right(page_starts, offset))
+
+
 def split_into_parts(tokenizer: SummaryTokenizer, documents: Sequence[Document], budget: int) -> tuple[Part, ...]:
     """Every document cut into parts of at most ``budget`` text tokens (documents never share a part)."""
     packer = _Packer(tokenizer)
@@ -103,6 +164,16 @@ def split_into_parts(tokenizer: SummaryTokenizer, documents: Sequence[Document],
         counts: list[int] = []
         for start in range(0, len(blocks), _COUNT_BATCH):
             counts += packer.counter.count_many(blocks[start:start + _COUNT_BATCH])
+        current = ""  # the heading in force where the next part starts
+        cursor = 0  # where in the document text the next part starts
         for text, tokens in packer.pack(list(zip(blocks, counts)), budget, "\n\n", heading_aware=True):
-            parts.append(Part(len(parts) + 1, doc_index, text, tokens))
+            inside = [h for h in (_markdown_heading(b) for b in split_blocks(text)) if h]
+            starts_with_heading = bool(inside) and _markdown_heading(split_blocks(text)[0]) == inside[0]
+            sections = tuple(([] if starts_with_heading or not current else [current]) + inside)
+            pages = None
+            if document.page_starts:
+                start, cursor = _text_span(document.text, text, cursor)
+                pages = (_page_at(document.page_starts, start), _page_at(document.page_starts, cursor - 1))
+            parts.append(Part(len(parts) + 1, doc_index, text, tokens, sections, pages))
+            current = inside[-1] if inside else current
     return tuple(parts)
