@@ -11,9 +11,11 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from typing import Iterable, TextIO
+from typing import Iterable, Iterator, TextIO
 
-from mlx_backend import AnswerDelta, ChatMessage, ChatRequest, Event, Failed, Finished, ThinkingDelta
+from mlx_backend import AnswerDelta, ChatMessage, ChatRequest, Event, Failed, Finished, ThinkingDelta, ToolCall
+from mlx_backend.errors import RequestError
+from mlx_backend.tools.loop import DEFAULT_MAX_STEPS, ToolCallFinished, ToolCallStarted, ToolLoopLimit
 from mlx_backend.generation.sampling import preset_for
 from mlx_backend.text.thinking import resolve_thinking
 
@@ -59,6 +61,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--stop", action="append", default=[], help="stop when this text appears (repeatable)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line with text and stats")
+    tools = parser.add_argument_group("tools (MCP)")
+    tools.add_argument("--mcp-config", metavar="FILE", help="offer the tools of the MCP servers in this mcpServers JSON file")
+    tools.add_argument(
+        "--allow-tools", metavar="NAMES", action="append", default=[],
+        help="comma-separated tools that may run without asking (others are denied); repeatable",
+    )
+    tools.add_argument("--max-tool-steps", type=int, default=DEFAULT_MAX_STEPS, help=f"most model steps with tool calls (default {DEFAULT_MAX_STEPS})")
+    tools.add_argument("--tool-timeout", type=float, default=120.0, help="seconds one tool call may take (default 120)")
     parser.set_defaults(run=run)
     return parser
 
@@ -115,14 +125,47 @@ def run(args: argparse.Namespace) -> int:
         soft_switches=tokenizer.soft_switches,
         thinks_by_default=tokenizer.thinks_by_default,
     )
-    events = engine.stream(request)  # raises RequestError for a bad request: cli.py prints it
+    if args.mcp_config:
+        events = _tool_loop_events(args, engine, request)
+    elif args.allow_tools:
+        raise RequestError("--allow-tools needs --mcp-config FILE: the servers the tools come from.")
+    else:
+        events = engine.stream(request)  # raises RequestError for a bad request: cli.py prints it
     if args.json:
         return _print_json(events)
     return _print_stream(events, sys.stdout, sys.stderr)
 
 
+def _allowed_tools(values: list[str]) -> set[str]:
+    return {name.strip() for value in values for name in value.split(",") if name.strip()}
+
+
+def _tool_loop_events(args: argparse.Namespace, engine, request: ChatRequest) -> Iterator[object]:
+    """The tool loop over the MCP servers of ``--mcp-config``; only ``--allow-tools`` run."""
+    from mlx_backend.tools.loop import run_tool_loop
+    from mlx_backend.tools.mcp import McpHub
+    from mlx_backend.tools.mcp.config import load_config
+    from mlx_backend.tools.mcp.runner import McpToolRunner
+    from mlx_backend.tools.mcp.schema import openai_tools
+
+    allowed = _allowed_tools(args.allow_tools)
+    with McpHub(load_config(args.mcp_config, missing_ok=False)) as hub:
+        schemas, names = openai_tools(hub.tools())
+        for server in hub.config.enabled():
+            if (error := hub.error(server.name)) is not None:
+                print(f"qwen-desk: MCP server {server.name!r} is not available: {error}", file=sys.stderr)
+        runner = McpToolRunner(
+            hub, names, lambda call, server, tool: call.name in allowed or tool in allowed,
+            timeout_s=args.tool_timeout,
+        )
+        # One conversation id: each step reuses the previous step's prompt cache.
+        looped = replace(request, tools=tuple(schemas), conversation_id="qwen-desk-generate")
+        yield from run_tool_loop(engine, looped, runner, max_steps=args.max_tool_steps)
+
+
 def _print_stream(events: Iterable[Event], out: TextIO, err: TextIO) -> int:
     dim = err.isatty()
+    code = 1  # until a step finishes
     in_thought = False
     wrote_answer = False
     for event in events:
@@ -142,11 +185,20 @@ def _print_stream(events: Iterable[Event], out: TextIO, err: TextIO) -> int:
             wrote_answer = True
         elif isinstance(event, Failed):
             err.write(f"\nqwen-desk: {event.message}\n")
+        elif isinstance(event, ToolCallStarted):
+            err.write(f"[tool] {event.call.name}({json.dumps(event.call.arguments, ensure_ascii=False)})\n")
+        elif isinstance(event, ToolCallFinished):
+            err.write(f"[tool] {_outcome_line(event)}\n")
+        elif isinstance(event, ToolLoopLimit):
+            err.write(f"qwen-desk: stopped after {event.max_steps} tool steps (--max-tool-steps)\n")
+            code = 1
         elif isinstance(event, Finished):
             if in_thought:
                 err.write(RESET if dim else "\n[/thinking]\n")
+                in_thought = False
             if wrote_answer:
                 out.write("\n")
+                wrote_answer = False
             out.flush()
             s = event.stats
             err.write(
@@ -155,14 +207,30 @@ def _print_stream(events: Iterable[Event], out: TextIO, err: TextIO) -> int:
                 f"Generation: {s.generation_tokens} tokens, {s.generation_tps:.1f} tokens/s "
                 f"({event.reason}); peak memory {s.peak_memory_gb:.2f} GB\n"
             )
-            return 1 if event.reason == "error" else 0
-    return 1
+            # A tool loop has a Finished per model step: the last one decides.
+            code = 1 if event.reason == "error" else 0
+    return code
+
+
+def _outcome_line(event: ToolCallFinished) -> str:
+    outcome = event.outcome
+    if outcome.denied:
+        return f"{event.call.name if isinstance(event.call, ToolCall) else 'call'} denied (not in --allow-tools)"
+    text = outcome.text if len(outcome.text) <= 300 else outcome.text[:300] + "\u2026"
+    label = "error" if outcome.is_error else f"{outcome.duration_s:.2f} s"
+    return f"\u2192 ({label}) {text}"
 
 
 def _print_json(events: Iterable[Event]) -> int:
+    """One JSON line at the end: the text, the timing of the (last) model step, and, in a tool
+    loop, every call with its result."""
     answer: list[str] = []
     thinking: list[str] = []
     error: str | None = None
+    finished: Finished | None = None
+    calls: list[dict] = []
+    steps = 0
+    limited = False
     for event in events:
         if isinstance(event, ThinkingDelta):
             thinking.append(event.text)
@@ -170,24 +238,43 @@ def _print_json(events: Iterable[Event]) -> int:
             answer.append(event.text)
         elif isinstance(event, Failed):
             error = event.message
+        elif isinstance(event, ToolCallFinished):
+            outcome = event.outcome
+            calls.append({
+                "name": event.call.name if isinstance(event.call, ToolCall) else None,
+                "arguments": event.call.arguments if isinstance(event.call, ToolCall) else None,
+                "raw": event.call.raw,
+                "result": outcome.text,
+                "is_error": outcome.is_error,
+                "denied": outcome.denied,
+                "server": outcome.server,
+                "duration_s": round(outcome.duration_s, 4),
+            })
+        elif isinstance(event, ToolLoopLimit):
+            limited = True
         elif isinstance(event, Finished):
-            s = event.stats
-            record = {
-                "text": "".join(answer),
-                "thinking": "".join(thinking),
-                "finish_reason": event.reason,
-                "prompt_tokens": s.prompt_tokens,
-                "cached_tokens": s.cached_tokens,
-                "generation_tokens": s.generation_tokens,
-                "ttft_s": round(s.ttft_s, 4),
-                "prompt_tps": round(s.prompt_tps, 2),
-                "generation_tps": round(s.generation_tps, 2),
-                "peak_memory_gb": round(s.peak_memory_gb, 4),
-            }
-            if error:
-                record["error"] = error
-            print(json.dumps(record, ensure_ascii=False), flush=True)
-            if error:
-                print(f"qwen-desk: {error}", file=sys.stderr)
-            return 1 if event.reason == "error" else 0
-    return 1
+            finished = event
+            steps += 1
+    if finished is None:
+        return 1
+    s = finished.stats
+    record = {
+        "text": "".join(answer),
+        "thinking": "".join(thinking),
+        "finish_reason": finished.reason,
+        "prompt_tokens": s.prompt_tokens,
+        "cached_tokens": s.cached_tokens,
+        "generation_tokens": s.generation_tokens,
+        "ttft_s": round(s.ttft_s, 4),
+        "prompt_tps": round(s.prompt_tps, 2),
+        "generation_tps": round(s.generation_tps, 2),
+        "peak_memory_gb": round(s.peak_memory_gb, 4),
+    }
+    if calls or steps > 1:
+        record.update(tool_calls=calls, steps=steps, step_limit_reached=limited)
+    if error:
+        record["error"] = error
+    print(json.dumps(record, ensure_ascii=False), flush=True)
+    if error:
+        print(f"qwen-desk: {error}", file=sys.stderr)
+    return 1 if finished.reason == "error" or limited else 0
