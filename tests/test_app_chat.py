@@ -23,6 +23,7 @@ from app.chat.rendering import RenderColors
 from app.settings import Settings
 from app.chat.store import DATABASE_NAME, Attachment, ConversationStore, StoredMessage
 from app.worker.worker import WorkerClient
+from tests.support.workers import loaded_worker
 from mlx_backend.errors import RequestError
 from mlx_backend.events import (
     AnswerDelta,
@@ -42,15 +43,10 @@ def worker(qapp, tiny_checkpoint: Path):
     from mlx_backend.generation.prefill import PrefillPolicy
 
     # Small prefill chunks so a long prompt reports progress (and can be stopped) chunk by chunk.
-    client = WorkerClient(engine_loader=lambda path, progress: Engine.load(path, progress, prefill=PrefillPolicy.fixed(32)))
-    loaded = threading.Event()
-    client.modelLoaded.connect(lambda info: loaded.set())
-    client.load_model(str(tiny_checkpoint))
-    deadline = time.monotonic() + 60
-    while not loaded.is_set() and time.monotonic() < deadline:
-        qapp.processEvents()
-        time.sleep(0.01)
-    assert client.model_info is not None, "the tiny checkpoint did not load"
+    client = loaded_worker(
+        qapp, tiny_checkpoint,
+        engine_loader=lambda path, progress: Engine.load(path, progress, prefill=PrefillPolicy.fixed(32)),
+    )
     yield client
     assert client.shutdown(10000)
 

@@ -3,7 +3,6 @@ shared by the window and the server, with the real uvicorn on a free loopback po
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -21,8 +20,8 @@ from app.worker.worker import WorkerClient
 from mlx_backend import ChatMessage, ChatRequest, Finished
 from mlx_backend.events import AnswerDelta, SamplingParams
 from mlx_backend.server.backend import JobEnded
-from mlx_backend.server.streams import request_events
-from tests.test_app_chat import Builder, last_assistant, open_window, type_and_send, wait_idle
+from tests.support.workers import loaded_worker
+from tests.test_app_chat import Builder, data_dir, last_assistant, open_window, type_and_send, wait_idle  # noqa: F401 (data_dir: a fixture)
 
 ARGMAX = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
 
@@ -34,24 +33,9 @@ def chat(text: str = "hi", max_tokens: int = 6) -> ChatRequest:
 
 @pytest.fixture(scope="module")
 def worker(qapp, tiny_checkpoint: Path):
-    client = WorkerClient()
-    loaded = threading.Event()
-    client.modelLoaded.connect(lambda info: loaded.set())
-    client.load_model(str(tiny_checkpoint))
-    deadline = time.monotonic() + 60
-    while not loaded.is_set() and time.monotonic() < deadline:
-        qapp.processEvents()
-        time.sleep(0.01)
-    assert client.model_info is not None, "the tiny checkpoint did not load"
+    client = loaded_worker(qapp, tiny_checkpoint)  # the app's own loader
     yield client
     assert client.shutdown(10000)
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setenv("QWEN_DESK_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    return tmp_path / "data"
 
 
 def free_port() -> int:
