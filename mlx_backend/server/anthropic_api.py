@@ -25,31 +25,24 @@ from mlx_backend.events import ChatRequest, Failed, Finished
 from mlx_backend.server.anthropic_messages import AnthropicRequestError, assistant_message, parse_messages_request
 from mlx_backend.server.anthropic_reply import ReplyBuilder, StreamEvent, sse
 from mlx_backend.server.backend import GenerationBackend, Rejected
+from mlx_backend.server.errors import error_body, error_response
 from mlx_backend.server.streams import request_events
 
 if TYPE_CHECKING:
     from mlx_backend.server.app import ServerContext
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
+MESSAGES_PATH = "/v1/messages"
+
 # How often a non-streamed request checks that its client is still there.
 DISCONNECT_POLL_S = 0.25
 
 
 def anthropic_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(_error_body(status, message), status_code=status)
+    return error_response(MESSAGES_PATH, status, message)
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}}
+    return error_body(MESSAGES_PATH, status, message)
 
 
 class _GenerationFailed(Exception):

@@ -33,6 +33,7 @@ from mlx_backend.events import (
 )
 from mlx_backend.server import sse
 from mlx_backend.server.backend import Rejected, ServedModel
+from mlx_backend.server.errors import error_response, openai_error_body
 from mlx_backend.server.openai_messages import (
     OpenAIRequestError,
     Translated,
@@ -51,19 +52,18 @@ log = logging.getLogger(__name__)
 CREATED = int(time.time())
 # How often a non-streaming request checks that its client is still there.
 DISCONNECT_POLL_S = 0.1
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 429: "rate_limit_error", 503: "server_error"}
 # Finishing in the middle of the work (after what was drained) - see _finish_in_background.
 _background: set[asyncio.Task] = set()
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None) -> JSONResponse:
     """OpenAI's error shape, which its client turns into the matching exception class."""
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
+    return JSONResponse(openai_error_body(message, kind, code, param), status_code=status)
 
 
 def _rejected(rejection: Rejected) -> JSONResponse:
     code = rejection.kind if rejection.kind != "invalid_request" else None
-    return openai_error(rejection.status, rejection.message, _ERROR_TYPES.get(rejection.status, "server_error"), code)
+    return error_response("/v1/chat/completions", rejection.status, rejection.message, code=code)
 
 
 class Reply:
