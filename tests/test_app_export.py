@@ -156,6 +156,12 @@ def test_the_sidebar_shows_chats_under_date_sections(qtbot, tmp_path: Path, monk
         window.sidebar.list.setCurrentRow(1)
         qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Down)
         assert window.sidebar.list.currentItem().text() == "last night"
+        # Up from the first chat, or a section title made current, lands on a chat.
+        window.sidebar.list.setCurrentRow(1)
+        qtbot.keyClick(window.sidebar.list, Qt.Key.Key_Up)
+        assert window.sidebar.current_id() is not None
+        window.sidebar.list.setCurrentRow(0)
+        assert window.sidebar.list.currentItem().text() == "fresh"
     finally:
         window.worker.shutdown()
         store.close()

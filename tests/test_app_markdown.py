@@ -211,3 +211,26 @@ def _image_names(document: QTextDocument) -> list[str]:
             it += 1
         block = block.next()
     return names
+
+
+def test_a_streamed_answer_in_the_transcript_gets_working_copy_buttons(qtbot) -> None:
+    from app.chat.message_view import MessageView
+    from app.chat.store import StoredMessage
+
+    message = StoredMessage(id=7, conversation_id="c", role="assistant", content="", status="complete")
+    view = MessageView(message, colors())
+    qtbot.addWidget(view)
+    view.resize(640, 400)
+    view.show()
+    view.begin_streaming()
+    answer = "Try:\n\n```python\nprint('streamed')\n```\n\nDone."
+    for piece in (answer[:12], answer[12:30], answer[30:]):
+        view.append_answer(piece)
+        qtbot.wait(60)
+    view.finish("complete")
+    buttons = [b for b in view.body.findChildren(QToolButton, "CopyCodeButton") if b.isVisible()]
+    assert len(buttons) == 1
+    buttons[0].click()
+    assert QGuiApplication.clipboard().text() == "print('streamed')"
+    view.copy_to_clipboard()  # the message's own Copy still takes the whole Markdown
+    assert QGuiApplication.clipboard().text() == answer

@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QFont, QKeySequence
+from PySide6.QtGui import QAction, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -188,8 +188,26 @@ class ConversationList(QWidget):
         return True
 
     # -------------------------------------------------------------- events
-    def _on_current_changed(self, current: Optional[QListWidgetItem], _previous: object) -> None:
-        if not self._refreshing and current is not None and current.data(ID_ROLE) is not None:
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt API)
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # light/dark switch: recolour section titles
+            color = self.list.palette().color(QPalette.ColorRole.PlaceholderText)
+            for row in range(self.list.count()):
+                if self.list.item(row).data(ID_ROLE) is None:
+                    self.list.item(row).setForeground(color)
+
+    def _on_current_changed(self, current: Optional[QListWidgetItem], previous: Optional[QListWidgetItem]) -> None:
+        if current is not None and current.data(ID_ROLE) is None:
+            # A date section's title became current (setCurrentRow, Home): its chat takes over.
+            row = self.list.row(current)
+            upward = previous is not None and self.list.row(previous) > row
+            above, below = range(row - 1, -1, -1), range(row + 1, self.list.count())
+            rows = [*above, *below] if upward else [*below, *above]
+            chat = next((self.list.item(r) for r in rows if self.list.item(r).data(ID_ROLE) is not None), None)
+            if chat is not None:
+                self.list.setCurrentItem(chat)
+            return
+        if not self._refreshing and current is not None:
             self.conversationSelected.emit(current.data(ID_ROLE))
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
@@ -234,6 +252,7 @@ def _group_header(title: str, list_widget: QListWidget) -> QListWidgetItem:
     font.setPointSizeF(max(font.pointSizeF() * 0.85, 8))
     font.setWeight(QFont.Weight.DemiBold)
     item.setFont(font)
+    item.setForeground(list_widget.palette().color(QPalette.ColorRole.PlaceholderText))
     item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{title} section")
     return item
 

@@ -169,7 +169,7 @@ def restore(document: QTextDocument, spans: dict[str, MathSpan], mono: QFont, co
             if span.display and alone:
                 centred = QTextBlockFormat()
                 centred.setAlignment(Qt.AlignmentFlag.AlignHCenter)
-                centred.setTopMargin(6)
-                centred.setBottomMargin(6)
+                centred.setTopMargin(10)
+                centred.setBottomMargin(10)
                 cursor.mergeBlockFormat(centred)
             cursor = document.find(key, cursor.position(), QTextDocument.FindFlag.FindCaseSensitively)

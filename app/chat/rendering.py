@@ -75,7 +75,7 @@ class RenderColors:
             code_border=QColor(255, 255, 255, 28) if dark else QColor(0, 0, 0, 22),
             link=palette.color(QPalette.ColorRole.Link),
             math=QColor(210, 168, 255) if dark else QColor(110, 60, 200),
-            quote_bar=QColor(255, 255, 255, 70) if dark else QColor(0, 0, 0, 55),
+            quote_bar=QColor(255, 255, 255, 80) if dark else QColor(0, 0, 0, 70),
         )
 
 
