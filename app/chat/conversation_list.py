@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QFont, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QFont, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -188,14 +188,6 @@ class ConversationList(QWidget):
         return True
 
     # -------------------------------------------------------------- events
-    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 (Qt API)
-        super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange:  # light/dark switch: recolour section titles
-            color = self.list.palette().color(QPalette.ColorRole.PlaceholderText)
-            for row in range(self.list.count()):
-                if self.list.item(row).data(ID_ROLE) is None:
-                    self.list.item(row).setForeground(color)
-
     def _on_current_changed(self, current: Optional[QListWidgetItem], previous: Optional[QListWidgetItem]) -> None:
         if current is not None and current.data(ID_ROLE) is None:
             # A date section's title became current (setCurrentRow, Home): its chat takes over.
@@ -252,7 +244,6 @@ def _group_header(title: str, list_widget: QListWidget) -> QListWidgetItem:
     font.setPointSizeF(max(font.pointSizeF() * 0.85, 8))
     font.setWeight(QFont.Weight.DemiBold)
     item.setFont(font)
-    item.setForeground(list_widget.palette().color(QPalette.ColorRole.PlaceholderText))
     item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{title} section")
     return item
 
