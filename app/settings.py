@@ -238,6 +238,24 @@ class Settings:
     def last_conversation(self, conversation_id: str) -> None:
         self._q.setValue("chat/last_conversation", conversation_id)
 
+    # Markdown export: the reasoning as a collapsed <details> block, or left out.
+    @property
+    def export_reasoning(self) -> bool:
+        return _as_bool(self._q.value("export/include_reasoning", True))
+
+    @export_reasoning.setter
+    def export_reasoning(self, value: bool) -> None:
+        self._q.setValue("export/include_reasoning", bool(value))
+
+    # Where the last export went (the save panel opens there next time).
+    @property
+    def export_folder(self) -> str:
+        return str(self._q.value("export/folder", "") or "")
+
+    @export_folder.setter
+    def export_folder(self, folder: str) -> None:
+        self._q.setValue("export/folder", folder)
+
 
 def _as_bool(value: object) -> bool:
     if isinstance(value, str):  # INI files hand booleans back as "true"/"false"

@@ -18,6 +18,9 @@ at a fixed point, so every picture is the same on every run. Writes:
 - quick-ask-light.png, quick-ask-dark.png: the menu-bar popup (packaging/quick_ask_screenshot.py)
 - reasoning-effort.png, reasoning-menu.png: a Qwen3.8 model's Effort popup in the top bar, and
   its menu open (effort levels, earlier answers' reasoning)
+- answer-code-{light,dark}[-small].png: highlighted code blocks with their Copy buttons
+- answer-math-{light,dark}[-small].png: LaTeX, an aligned table and a block quote
+  (``--only markdown`` takes just these; ``-small`` is an 800x500 window)
 """
 
 from __future__ import annotations
@@ -328,6 +331,91 @@ def capture_reasoning(out_dir: Path, store, settings) -> list[Path]:
     return written
 
 
+CODE_QUESTION = "Parse a date in Python and in Rust"
+CODE_ANSWER = """In Python, `datetime.fromisoformat` reads ISO dates:
+
+```python
+from datetime import date
+
+def parse(text: str) -> date:
+    \"\"\"Read YYYY-MM-DD; raise ValueError otherwise.\"\"\"
+    return date.fromisoformat(text.strip())  # strict
+
+print(parse("2026-12-02").year, 3 * 7, None)
+```
+
+In Rust, with `chrono`:
+
+```rust
+use chrono::NaiveDate;
+
+fn parse(text: &str) -> Result<NaiveDate, chrono::ParseError> {
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d") // strict
+}
+```
+
+Both reject `2026-02-30`."""
+MATH_QUESTION = "Explain the Gaussian integral"
+MATH_ANSWER = r"""The key identity is $\int_{-\infty}^{\infty} e^{-x^2}\,dx = \sqrt{\pi}$, found by squaring:
+
+$$
+I^2 = \int_0^{2\pi}\!\int_0^\infty e^{-r^2}\, r \, dr\, d\theta = \pi
+$$
+
+| Distribution | Mean | Variance |
+|:-------------|:----:|---------:|
+| Normal $\mathcal{N}(\mu, \sigma^2)$ | $\mu$ | $\sigma^2$ |
+| Standard normal | 0 | 1 |
+| Exponential \(\lambda\) | $1/\lambda$ | $1/\lambda^2$ |
+
+> The trick is to turn one hard integral in one variable into an *easy* one in two.
+> Polar coordinates do the rest.
+
+So the density $\frac{1}{\sqrt{2\pi}} e^{-x^2/2}$ integrates to 1."""
+
+
+def capture_markdown(out_dir: Path, store, settings, theme) -> list[Path]:
+    """Stored answers with code, math, a table and a quote, at full size and 800x500, light and dark."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.window.main_window import MainWindow
+    from app.worker.worker import WorkerClient
+
+    worker = WorkerClient(engine_loader=lambda path, progress: ReasoningDemoEngine())
+    window = MainWindow(store, worker, settings, theme_manager=theme)
+    theme.changed.connect(window.apply_theme)
+    written: list[Path] = []
+    chats = {}
+    for name, question, answer in (("code", CODE_QUESTION, CODE_ANSWER), ("math", MATH_QUESTION, MATH_ANSWER)):
+        conversation = store.create_conversation(question)
+        store.add_message(conversation.id, "user", question)
+        store.add_message(conversation.id, "assistant", answer)
+        chats[name] = conversation.id
+    try:
+        window.show()
+        window.sidebar.refresh()
+        for size, suffix in (((1180, 860), ""), ((800, 500), "-small")):
+            window.resize(*size)
+            for name, conversation_id in chats.items():
+                window.chat.open_conversation(conversation_id)
+                for look in ("light", "dark"):
+                    theme.set_theme(look)
+                    _settle(400)
+                    QApplication.processEvents()
+                    bar = window.transcript.verticalScrollBar()
+                    # The small window shows the answer's first screenful, under the question.
+                    answer = window.transcript.views[-1]
+                    bar.setValue(min(bar.maximum(), max(0, answer.y() - 40)) if suffix else bar.maximum())
+                    _settle(200)
+                    written.append(out_dir / f"answer-{name}-{look}{suffix}.png")
+                    window.grab().save(str(written[-1]))
+    finally:
+        theme.set_theme("light")
+        window.close()
+        worker.shutdown()
+    return written
+
+
 def _words(text: str) -> list[str]:
     parts = text.split(" ")
     return [p + " " for p in parts[:-1]] + [parts[-1]]
@@ -363,7 +451,7 @@ def _settle(ms: int = 300) -> None:
         time.sleep(0.01)
 
 
-def capture(out_dir: Path) -> list[Path]:
+def capture(out_dir: Path, only: str = "") -> list[Path]:
     from PySide6.QtWidgets import QApplication
 
     from app.gui import configure_application_identity
@@ -391,6 +479,10 @@ def capture(out_dir: Path) -> list[Path]:
     settings = Settings()
     settings.model = "mlx-community/Qwen3-8B-4bit"
     settings.thinking_enabled = True
+    if only == "markdown":
+        written = capture_markdown(out_dir, store, settings, theme)
+        store.close()
+        return written
     engine = DemoEngine()
     worker = WorkerClient(engine_loader=lambda path, progress: engine)
 
@@ -459,6 +551,7 @@ def capture(out_dir: Path) -> list[Path]:
 
     written += capture_documents(out_dir, store, settings)
     written += capture_reasoning(out_dir, store, settings)
+    written += capture_markdown(out_dir, store, settings, theme)
     store.close()
 
     from quick_ask_screenshot import capture_quick_ask  # beside this script (sys.path[0])
@@ -477,16 +570,18 @@ def _shown_answer(window) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    parser.add_argument("--only", choices=["markdown"], default="", help="take only these views")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
+        command += ["--only", args.only] if args.only else []
         return subprocess.call(command)
     os.environ["QT_QPA_PLATFORM"] = "xcb" if os.environ.get("DISPLAY") else "offscreen"
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="qwen-desk-shots-") as data:
         os.environ["QWEN_DESK_DATA_DIR"] = data
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        for path in capture(args.out):
+        for path in capture(args.out, args.only):
             print(path)
     return 0
 

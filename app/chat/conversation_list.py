@@ -11,7 +11,7 @@ import time
 from typing import Optional
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QFont, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.date_groups import date_group
 from app.chat.store import Conversation, ConversationStore
 
 ID_ROLE = Qt.ItemDataRole.UserRole
@@ -94,7 +95,11 @@ class ConversationList(QWidget):
         self._refreshing = True
         try:
             self.list.clear()
+            now, group = time.time(), None
             for conversation in self._store.conversations(self.search.text()):
+                if date_group(conversation.updated_at, now) != group:
+                    group = date_group(conversation.updated_at, now)
+                    self.list.addItem(_group_header(group, self.list))
                 item = QListWidgetItem(conversation.title)
                 item.setData(ID_ROLE, conversation.id)
                 item.setToolTip(f"{conversation.title}\n{_when(conversation)}")
@@ -121,11 +126,26 @@ class ConversationList(QWidget):
         finally:
             self._refreshing = False
 
+    def _chat_items(self) -> list[QListWidgetItem]:
+        items = (self.list.item(row) for row in range(self.list.count()))
+        return [item for item in items if item.data(ID_ROLE) is not None]
+
     def ids(self) -> list[str]:
-        return [self.list.item(row).data(ID_ROLE) for row in range(self.list.count())]
+        return [item.data(ID_ROLE) for item in self._chat_items()]
 
     def titles(self) -> list[str]:
-        return [self.list.item(row).text() for row in range(self.list.count())]
+        return [item.text() for item in self._chat_items()]
+
+    def group_titles(self) -> list[str]:
+        """The date sections, in order, each with its chats' titles."""
+        groups: list[tuple[str, list[str]]] = []
+        for row in range(self.list.count()):
+            item = self.list.item(row)
+            if item.data(ID_ROLE) is None:
+                groups.append((item.text(), []))
+            elif groups:
+                groups[-1][1].append(item.text())
+        return groups
 
     def focus_search(self) -> None:
         self.search.setFocus(Qt.FocusReason.ShortcutFocusReason)
@@ -168,7 +188,17 @@ class ConversationList(QWidget):
         return True
 
     # -------------------------------------------------------------- events
-    def _on_current_changed(self, current: Optional[QListWidgetItem], _previous: object) -> None:
+    def _on_current_changed(self, current: Optional[QListWidgetItem], previous: Optional[QListWidgetItem]) -> None:
+        if current is not None and current.data(ID_ROLE) is None:
+            # A date section's title became current (setCurrentRow, Home): its chat takes over.
+            row = self.list.row(current)
+            upward = previous is not None and self.list.row(previous) > row
+            above, below = range(row - 1, -1, -1), range(row + 1, self.list.count())
+            rows = [*above, *below] if upward else [*below, *above]
+            chat = next((self.list.item(r) for r in rows if self.list.item(r).data(ID_ROLE) is not None), None)
+            if chat is not None:
+                self.list.setCurrentItem(chat)
+            return
         if not self._refreshing and current is not None:
             self.conversationSelected.emit(current.data(ID_ROLE))
 
@@ -192,7 +222,7 @@ class ConversationList(QWidget):
 
     def _context_menu(self, position) -> None:
         item = self.list.itemAt(position)
-        if item is None:
+        if item is None or item.data(ID_ROLE) is None:  # nothing, or a date section's title
             return
         conversation_id = item.data(ID_ROLE)
         menu = QMenu(self)
@@ -204,6 +234,18 @@ class ConversationList(QWidget):
         menu.addSeparator()
         menu.addAction(delete)
         menu.exec(self.list.viewport().mapToGlobal(position))
+
+
+def _group_header(title: str, list_widget: QListWidget) -> QListWidgetItem:
+    """A section title: not selectable, so clicks and arrow keys pass over it."""
+    item = QListWidgetItem(title)
+    item.setFlags(Qt.ItemFlag.NoItemFlags)
+    font = list_widget.font()
+    font.setPointSizeF(max(font.pointSizeF() * 0.85, 8))
+    font.setWeight(QFont.Weight.DemiBold)
+    item.setFont(font)
+    item.setData(Qt.ItemDataRole.AccessibleTextRole, f"{title} section")
+    return item
 
 
 def _when(conversation: Conversation) -> str:

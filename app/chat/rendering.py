@@ -8,7 +8,7 @@ browser only when clicked, and only for http(s) and mailto.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from PySide6.QtCore import QUrl, Qt, Signal
@@ -29,9 +29,15 @@ from PySide6.QtGui import (
     QTextFrameFormat,
     QTextLength,
     QTextTable,
+    QTextTableCellFormat,
+    QTextTableFormat,
 )
 from PySide6.QtWidgets import QFrame, QSizePolicy, QTextBrowser, QWidget
 
+from app.chat import math_text
+from app.chat.code_blocks import CODE_LANGUAGE_PROPERTY, CODE_TEXT_PROPERTY, CopyButtons, highlight
+
+COPY_BUTTON_ROOM = 14
 SAFE_LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 MARKDOWN_FEATURES = QTextDocument.MarkdownFeature(
     QTextDocument.MarkdownFeature.MarkdownDialectGitHub.value | QTextDocument.MarkdownFeature.MarkdownNoHTML.value
@@ -45,6 +51,12 @@ class RenderColors:
     code_background: QColor
     code_border: QColor
     link: QColor
+    math: QColor = field(default_factory=lambda: QColor(110, 60, 200))
+    quote_bar: QColor = field(default_factory=lambda: QColor(0, 0, 0, 55))
+
+    @property
+    def dark(self) -> bool:
+        return self.code_background.lightness() < 128
 
     @classmethod
     def from_palette(cls, palette: QPalette) -> "RenderColors":
@@ -62,6 +74,8 @@ class RenderColors:
             code_background=code_bg,
             code_border=QColor(255, 255, 255, 28) if dark else QColor(0, 0, 0, 22),
             link=palette.color(QPalette.ColorRole.Link),
+            math=QColor(210, 168, 255) if dark else QColor(110, 60, 200),
+            quote_bar=QColor(255, 255, 255, 80) if dark else QColor(0, 0, 0, 70),
         )
 
 
@@ -93,17 +107,30 @@ class SafeDocument(QTextDocument):
 def render_markdown(document: QTextDocument, markdown: str, colors: RenderColors, base_font: QFont) -> None:
     """Replace ``document``'s content with ``markdown``, made safe and styled."""
     document.setDefaultFont(base_font)
-    document.setMarkdown(markdown, MARKDOWN_FEATURES)
+    # Math goes out of the parser's reach first: Markdown escapes and emphasis would eat it.
+    protected, math_spans = math_text.protect(markdown)
+    document.setMarkdown(protected, MARKDOWN_FEATURES)
     _replace_images_with_links(document, colors)
     _style_code(document, colors, base_font)
+    math_text.restore(document, math_spans, _mono_for(base_font), colors.math)
     _style_tables(document, colors)
+    _style_quotes(document, colors)
     _style_links(document, colors)
+
+
+def _mono_for(base_font: QFont) -> QFont:
+    return monospace_font(max(base_font.pointSizeF() - 1, 9) if base_font.pointSizeF() > 0 else None)
+
+
+# Marks the one-cell tables that draw block quotes (so table styling leaves them alone).
+QUOTE_PROPERTY = QTextFormat.Property.UserProperty.value + 31
+QUOTE_BAR_WIDTH = 3
 
 
 def _style_tables(document: QTextDocument, colors: RenderColors) -> None:
     """Hairline borders and roomy cells instead of Qt's heavy default grid."""
     for frame in document.rootFrame().childFrames():
-        if not isinstance(frame, QTextTable):
+        if not isinstance(frame, QTextTable) or frame.format().hasProperty(QUOTE_PROPERTY):
             continue
         fmt = frame.format()
         fmt.setBorder(1)
@@ -121,6 +148,91 @@ def _style_tables(document: QTextDocument, colors: RenderColors) -> None:
             cell_format = cell.format()
             cell_format.setBackground(colors.code_background)
             cell.setFormat(cell_format)
+        _align_header(frame)
+
+
+def _align_header(table: QTextTable) -> None:
+    """Qt's Markdown import aligns body cells as the delimiter row says (``:-:``, ``--:``)
+    but leaves header cells left-aligned: give each header cell its column's alignment."""
+    if table.rows() < 2:
+        return
+    for column in range(table.columns()):
+        alignment = table.cellAt(1, column).firstCursorPosition().blockFormat().alignment()
+        header = table.cellAt(0, column)
+        cursor = header.firstCursorPosition()
+        cursor.setPosition(header.lastCursorPosition().position(), QTextCursor.MoveMode.KeepAnchor)
+        fmt = QTextBlockFormat()
+        fmt.setAlignment(alignment)
+        cursor.mergeBlockFormat(fmt)
+
+
+def _quote_level(block) -> int:
+    return block.blockFormat().intProperty(QTextFormat.Property.BlockQuoteLevel)
+
+
+def _style_quotes(document: QTextDocument, colors: RenderColors) -> None:
+    """Block quotes get a bar down their left side. Qt only indents them, so each run of quoted
+    paragraphs moves into a one-cell table whose cell draws just its left border."""
+    runs: list[tuple[int, int]] = []
+    block = document.begin()
+    root = document.rootFrame()
+    while block.isValid():
+        if _quote_level(block) > 0 and _frame_of(document, block) == root:
+            start, last = block.position(), block
+            following = block.next()
+            while following.isValid() and _quote_level(following) > 0 and _frame_of(document, following) == root:
+                last, following = following, following.next()
+            runs.append((start, last.position() + last.length() - 1))
+            block = following
+        else:
+            block = block.next()
+    table_format = QTextTableFormat()
+    table_format.setProperty(QUOTE_PROPERTY, True)
+    table_format.setBorder(0)
+    table_format.setBorderCollapse(True)
+    table_format.setCellSpacing(0)
+    table_format.setCellPadding(0)
+    table_format.setTopMargin(4)
+    table_format.setBottomMargin(4)
+    table_format.setWidth(QTextLength(QTextLength.Type.PercentageLength, 100))
+    cell_format = QTextTableCellFormat()
+    cell_format.setLeftBorder(QUOTE_BAR_WIDTH)
+    cell_format.setLeftBorderBrush(colors.quote_bar)
+    cell_format.setLeftBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+    for side in ("Top", "Right", "Bottom"):
+        getattr(cell_format, f"set{side}Border")(0)
+        getattr(cell_format, f"set{side}BorderStyle")(QTextFrameFormat.BorderStyle.BorderStyle_None)
+    cell_format.setLeftPadding(12)
+    cell_format.setTopPadding(2)
+    cell_format.setBottomPadding(2)
+    quoted = QTextCharFormat()
+    quoted.setForeground(colors.muted)
+    cursor = QTextCursor(document)
+    for start, end in reversed(runs):  # from the end: earlier positions stay valid
+        cursor.setPosition(start)
+        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        cursor.mergeCharFormat(quoted)
+        levels = []
+        block = document.findBlock(start)
+        while block.isValid() and block.position() <= end:
+            levels.append(_quote_level(block))
+            block = block.next()
+        content = cursor.selection()
+        cursor.removeSelectedText()
+        table = cursor.insertTable(1, 1, table_format)
+        cell = table.cellAt(0, 0)
+        cell.setFormat(cell_format)
+        inside = cell.firstCursorPosition()
+        inside.insertFragment(content)
+        # The bar replaces Qt's 40-pixel quote indent; nested quotes keep a smaller step.
+        block = table.cellAt(0, 0).firstCursorPosition().block()
+        for level in levels:
+            if not block.isValid():
+                break
+            fmt = block.blockFormat()
+            fmt.setLeftMargin(16 * (level - 1))
+            QTextCursor(block).setBlockFormat(fmt)
+            block = block.next()
 
 
 def _fragments(document: QTextDocument):
@@ -211,13 +323,25 @@ def _style_code(document: QTextDocument, colors: RenderColors, base_font: QFont)
     tight.setNonBreakableLines(False)
     tight.setLeftMargin(hanging)
     tight.setTextIndent(-hanging)
+    # The first line sits lower, under the Copy button (code_blocks.CopyButtons) in the corner.
+    first_line = QTextBlockFormat()
+    first_line.setTopMargin(COPY_BUTTON_ROOM)
     frames = []
     for start, end in reversed(runs):
         cursor.setPosition(start)
         cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        code = cursor.selectedText().replace("\u2029", "\n")
+        language = document.findBlock(start).blockFormat().stringProperty(QTextFormat.Property.BlockCodeLanguage)
         cursor.mergeCharFormat(code_chars)
         cursor.mergeBlockFormat(tight)
-        frames.append(cursor.insertFrame(frame_format))
+        highlight(document, start, code, language, colors.dark)
+        QTextCursor(document.findBlock(start)).mergeBlockFormat(first_line)
+        cursor.setPosition(start)
+        cursor.setPosition(end, QTextCursor.MoveMode.KeepAnchor)
+        this_frame = QTextFrameFormat(frame_format)
+        this_frame.setProperty(CODE_TEXT_PROPERTY, code)
+        this_frame.setProperty(CODE_LANGUAGE_PROPERTY, language)
+        frames.append(cursor.insertFrame(this_frame))
     for frame in frames:
         _hide_empty_neighbours(document, frame)
 
@@ -267,6 +391,7 @@ class SafeTextView(QTextBrowser):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
+        self.copy_buttons = CopyButtons(self.viewport())
         font = self.font()
         if font.pointSizeF() > 0:
             font.setPointSizeF(round(font.pointSizeF() * 1.12, 1))  # reading size, a notch above UI text
@@ -329,3 +454,4 @@ class SafeTextView(QTextBrowser):
         height = int(self.document().size().height() + 0.999) + margins.top() + margins.bottom()
         if height != self.height():
             self.setFixedHeight(max(height, 1))
+        self.copy_buttons.update(self.document())

@@ -11,6 +11,7 @@ Extension points for the document feature (DOCS):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Optional
 
 from PySide6.QtCore import QSize, Qt, Signal
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
 from app.chat.controller import ChatController
 from app.chat.composer import Composer
 from app.chat.conversation_list import ConversationList
+from app.chat.export import export_conversation
 from app.window.preferences import (
     SAMPLING_PRESET, SERVER_ENABLED, SERVER_SETTINGS, THEME, PreferencesDialog, ShortcutApplier)
 from app.chat.rendering import RenderColors
@@ -67,6 +69,8 @@ class MainWindow(QMainWindow):
         self.store = store
         self.worker = worker
         self.settings = settings
+        # The export's save panel (QFileDialog); tests put a function here that returns a path.
+        self.ask_export_path: Optional[Callable[[QWidget, str], str]] = None
         self._model_manager_factory = model_manager_factory
         self._model_manager = None
         self._theme_manager = theme_manager
@@ -202,6 +206,19 @@ class MainWindow(QMainWindow):
         if last is not None:
             last.copy_to_clipboard()
             self.status_panel.showMessage("Answer copied", 2000)
+
+    def export_chat(self, *_: object) -> Optional[Path]:
+        folder = Path(self.settings.export_folder or Path.home() / "Documents")
+        path = export_conversation(self, self.store, self.chat.conversation_id,
+                                   include_reasoning=self.settings.export_reasoning, folder=folder,
+                                   ask_path=self.ask_export_path)
+        if path is not None:
+            self.settings.export_folder = str(path.parent)
+            self.status_panel.showMessage(f"Exported {path.name}", 3000)
+        return path
+
+    def set_export_reasoning(self, include: bool) -> None:
+        self.settings.export_reasoning = include
 
     def toggle_sidebar(self) -> None:
         visible = not self.sidebar.isVisible()

@@ -155,6 +155,11 @@ def stylesheet(t: Tokens) -> str:
         border: none; background: transparent; color: {t.muted}; padding: 2px 6px; border-radius: 5px;
     }}
     #ThinkingHeader {{ padding-left: 0px; }}
+    #CopyCodeButton {{
+        border: none; background: transparent; color: {t.muted}; padding: 1px 6px; border-radius: 5px;
+        font-size: 11px;
+    }}
+    #CopyCodeButton:hover {{ background: {t.hover}; color: {t.text}; }}
     #MessageActions QToolButton:hover, #ThinkingHeader:hover {{ background: {t.hover}; color: {t.text}; }}
     #ThinkingBody {{ border-left: 2px solid {t.border}; margin-left: 8px; padding-left: 10px; color: {t.muted}; }}
     #StatsLabel, #MutedLabel {{ color: {t.faint}; font-size: 11px; }}
