@@ -25,9 +25,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.pin_icon import pin_icon
 from app.chat.store import Conversation, ConversationStore
 
 ID_ROLE = Qt.ItemDataRole.UserRole
+PINNED_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class ConversationList(QWidget):
@@ -99,6 +101,9 @@ class ConversationList(QWidget):
                 item.setData(ID_ROLE, conversation.id)
                 item.setToolTip(f"{conversation.title}\n{_when(conversation)}")
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                if conversation.pinned:  # the store lists pinned chats first
+                    item.setIcon(pin_icon(self.palette().placeholderText().color()))
+                    item.setData(PINNED_ROLE, True)
                 self.list.addItem(item)
                 if conversation.id == selected:
                     self.list.setCurrentItem(item)
@@ -136,6 +141,10 @@ class ConversationList(QWidget):
         self.refresh()
         stored = self._store.conversation(conversation_id)
         self.conversationRenamed.emit(conversation_id, stored.title if stored else title)
+
+    def set_pinned(self, conversation_id: str, pinned: bool) -> None:
+        self._store.set_pinned(conversation_id, pinned)
+        self.refresh()
 
     def begin_rename(self, conversation_id: Optional[str] = None) -> None:
         conversation_id = conversation_id or self.current_id()
@@ -192,10 +201,18 @@ class ConversationList(QWidget):
 
     def _context_menu(self, position) -> None:
         item = self.list.itemAt(position)
-        if item is None:
-            return
+        if item is not None:
+            menu = self.context_menu(item)
+            menu.exec(self.list.viewport().mapToGlobal(position))
+            menu.deleteLater()
+
+    def context_menu(self, item: QListWidgetItem) -> QMenu:
         conversation_id = item.data(ID_ROLE)
         menu = QMenu(self)
+        pinned = bool(item.data(PINNED_ROLE))
+        pin = QAction("Unpin" if pinned else "Pin", menu)
+        pin.triggered.connect(lambda: self.set_pinned(conversation_id, not pinned))
+        menu.addAction(pin)
         rename = QAction("Rename\u2026", menu)
         rename.triggered.connect(lambda: self.begin_rename(conversation_id))
         delete = QAction("Delete\u2026", menu)
@@ -203,7 +220,7 @@ class ConversationList(QWidget):
         menu.addAction(rename)
         menu.addSeparator()
         menu.addAction(delete)
-        menu.exec(self.list.viewport().mapToGlobal(position))
+        return menu
 
 
 def _when(conversation: Conversation) -> str:
