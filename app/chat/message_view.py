@@ -227,6 +227,7 @@ class MessageView(QFrame):
         self.regenerate_button = self.actions.add("Regenerate", "Answer this again", self._request_regenerate)
         self.stats_label = QLabel(self)
         self.stats_label.setObjectName("StatsLabel")
+        self.stats_label.setWordWrap(True)  # model and figures: a second line in a narrow window
         self.actions.add_widget(self.stats_label)
         self.actions.add_stretch()
         # The version arrows stay in view beside the hover actions.

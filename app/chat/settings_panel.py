@@ -60,11 +60,11 @@ class ChatSettingsDialog(QDialog):
 
         self.advanced_toggle = QToolButton(self)
         self.advanced_toggle.setObjectName("DisclosureButton")
-        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setAutoRaise(True)  # a disclosure triangle, not a button
         self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
         self.advanced_toggle.setText("Advanced")
-        self.advanced_toggle.toggled.connect(self.set_advanced_shown)
+        self.advanced_toggle.clicked.connect(lambda: self.set_advanced_shown(self.advanced.isHidden()))
         layout.addWidget(self.advanced_toggle)
 
         self.advanced = QWidget(self)
@@ -100,10 +100,10 @@ class ChatSettingsDialog(QDialog):
         self.recommendation.setObjectName("MutedLabel")
         self.recommendation.setWordWrap(True)
         form.addRow("Temperature", self.temperature)
-        form.addRow("", self.greedy)
+        form.addRow(self.greedy)
         form.addRow("Top-p", self.top_p)
         form.addRow("Top-k", self.top_k)
-        form.addRow("", self.recommendation)
+        form.addRow(self.recommendation)  # the whole width: one line at the sheet's width
         form.addRow("Max answer length", self.max_tokens)
         form.addRow("Context length", self.context)
         layout.addWidget(self.advanced)
@@ -125,11 +125,10 @@ class ChatSettingsDialog(QDialog):
         layout.addWidget(buttons)
         self.show_settings(current)
         # Open on Advanced when the chat already has advanced values of its own.
-        self.advanced_toggle.setChecked(current.overrides_sampling or current.max_tokens is not None
-                                        or bool(current.long_context))
+        self.set_advanced_shown(current.overrides_sampling or current.max_tokens is not None
+                                or bool(current.long_context))
 
     def set_advanced_shown(self, shown: bool) -> None:
-        self.advanced_toggle.setChecked(shown)
         self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
         self.advanced.setVisible(shown)
         self.adjustSize()
