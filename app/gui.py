@@ -40,7 +40,7 @@ def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> N
 
         documents = DocumentController(
             window.chat, window.composer, worker, drop_targets=(window.transcript,),
-            place_panel=window.add_bottom_panel, system_prompt=lambda: window.settings.system_prompt, parent=window)
+            place_panel=window.add_bottom_panel, system_prompt=lambda: window.chat.system_prompt, parent=window)
     except Exception:  # noqa: BLE001 - chat must still work if the document feature can't start
         log.exception("the document feature could not start")
         file_opens.start_delivering()

@@ -21,6 +21,12 @@ at a fixed point, so every picture is the same on every run. Writes:
 - answer-code-{light,dark}[-small].png: highlighted code blocks with their Copy buttons
 - answer-math-{light,dark}[-small].png: LaTeX, an aligned table and a block quote
   (``--only markdown`` takes just these; ``-small`` is an 800x500 window)
+- chat-settings-{light,dark}[-small].png: the Chat Settings sheet (Cmd+;) with Advanced open,
+  over the window (full size, and -small: 800x500)
+- answer-versions-{light,dark}[-small].png: a regenerated answer with its ‹ 2/2 › arrows, the
+  model that wrote it beside its stats, and a pinned chat in the sidebar
+
+``--only chat-history`` writes just the last two groups.
 """
 
 from __future__ import annotations
@@ -562,6 +568,101 @@ def capture(out_dir: Path, only: str = "") -> list[Path]:
     return written
 
 
+VERSION_QUESTION = "Suggest a name for a bakery that only sells sourdough."
+VERSION_ANSWERS = (
+    "**The Patient Loaf.** Sourdough takes its time, and the name tells customers it is worth the wait.",
+    "A few ideas, each with a different feel:\n\n- **Wild Rise**: after the wild yeast in the starter\n"
+    "- **Crumb & Crust**: plain and warm\n- **The Long Ferment**: for people who know their bread\n\n"
+    "*Wild Rise* is the easiest to remember and works well on a sign.",
+)
+
+
+def capture_chat_history(out_dir: Path) -> list[Path]:
+    """Chat Settings and answer versions, light and dark, at full size and at 800x500."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QColor, QPainter
+    from PySide6.QtWidgets import QApplication
+
+    from app.chat.chat_settings import ChatSettings
+    from app.chat.store import ConversationStore
+    from app.gui import configure_application_identity
+    from app.settings import Settings
+    from app.window.main_window import MainWindow
+    from app.window.theme import ThemeManager
+    from app.worker.worker import WorkerClient
+
+    configure_application_identity()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    theme = ThemeManager(app, "light")
+    data = Path(os.environ["QWEN_DESK_DATA_DIR"]) / "history"
+    store = ConversationStore(data / "conversations.sqlite3")
+    now = time.time()
+    for index, (question, answer) in enumerate(HISTORY):
+        conversation = store.create_conversation(question)
+        store.add_message(conversation.id, "user", question)
+        store.add_message(conversation.id, "assistant", answer)
+        store._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now - 3600 * (index + 1), conversation.id))
+        if index == 2:
+            store.set_pinned(conversation.id, True)
+    model = "mlx-community/Qwen3-8B-4bit"
+    chat = store.create_conversation("Bakery names", model=model)
+    store.add_message(chat.id, "user", VERSION_QUESTION)
+    first = store.add_message(chat.id, "assistant", VERSION_ANSWERS[0], model="mlx-community/Qwen3-4B-4bit",
+                              stats={"generation_tps": 61.2, "generation_tokens": 31, "ttft_s": 0.22})
+    store.add_message(chat.id, "assistant", VERSION_ANSWERS[1], model=model, version_of=first.id,
+                      stats={"generation_tps": 38.6, "generation_tokens": 74, "ttft_s": 0.41})
+    store.set_conversation_settings(chat.id, ChatSettings(
+        system_prompt="You are a branding consultant. Keep names short and easy to say.",
+        temperature=0.9, max_tokens=1024).to_json())
+    settings = Settings()
+    settings.model = model
+    settings.thinking_enabled = False
+    worker = WorkerClient(engine_loader=lambda path, progress: DemoEngine())
+    window = MainWindow(store, worker, settings, theme_manager=theme)
+    theme.changed.connect(window.apply_theme)
+    written: list[Path] = []
+    try:
+        window.show()
+        worker.load_model(model)
+        _wait(lambda: worker.model_info is not None)
+        window.sidebar.refresh()
+        window.chat.open_conversation(chat.id)
+        for size, suffix in (((1180, 860), ""), ((800, 500), "-small")):
+            window.resize(*size)
+            for name in ("light", "dark"):
+                theme.set_theme(name)
+                _settle(500)
+                window.transcript.scroll_to_bottom()
+                _settle(200)
+                written.append(out_dir / f"answer-versions-{name}{suffix}.png")
+                window.grab().save(str(written[-1]))
+                dialog = window.open_chat_settings()
+                dialog.set_advanced_shown(True)
+                _settle(400)
+                # A sheet drops from the window's top edge: paint it there over the window.
+                picture = window.grab()
+                sheet = dialog.grab()
+                top = window.menuBar().height() if window.menuBar().isVisible() else 0
+                at = QPoint(max(0, (picture.width() - sheet.width()) // 2), top)
+                painter = QPainter(picture)
+                for spread in range(12, 0, -1):  # a soft shadow, then the sheet and its edge
+                    painter.fillRect(sheet.rect().translated(at).adjusted(-spread, 0, spread, spread),
+                                     QColor(0, 0, 0, 5))
+                painter.drawPixmap(at, sheet)
+                painter.setPen(window.palette().mid().color())
+                painter.drawRect(sheet.rect().translated(at).adjusted(0, 0, -1, -1))
+                painter.end()
+                written.append(out_dir / f"chat-settings-{name}{suffix}.png")
+                picture.save(str(written[-1]))
+                dialog.reject()
+    finally:
+        window.close()
+        worker.shutdown()
+        store.close()
+    theme.set_theme("light")
+    return written
+
+
 def _shown_answer(window) -> int:
     views = [v for v in window.transcript.views if v.role == "assistant"]
     return len(views[-1].answer_text) if views else 0
@@ -570,7 +671,7 @@ def _shown_answer(window) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
-    parser.add_argument("--only", choices=["markdown"], default="", help="take only these views")
+    parser.add_argument("--only", choices=("markdown", "chat-history"), default="", help="take only these views")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
@@ -581,7 +682,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qwen-desk-shots-") as data:
         os.environ["QWEN_DESK_DATA_DIR"] = data
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        for path in capture(args.out, args.only):
+        if args.only == "chat-history":
+            paths = capture_chat_history(args.out)
+        elif args.only:
+            paths = capture(args.out, args.only)
+        else:
+            paths = capture(args.out) + capture_chat_history(args.out)
+        for path in paths:
             print(path)
     return 0
 

@@ -182,7 +182,7 @@ def test_stop_during_prefill_shows_progress_and_stops_before_answering(qtbot, wo
     assert view.note.text() == "Stopped before answering" and not view.prefill_row.isVisible()
 
 
-def test_regenerate_replaces_the_last_answer(qtbot, worker, data_dir) -> None:
+def test_regenerate_shows_a_new_answer_and_keeps_the_old_as_a_version(qtbot, worker, data_dir) -> None:
     builder = Builder(max_tokens=8)
     window = open_window(qtbot, worker, data_dir, builder)
     type_and_send(qtbot, window, "Pick a number")
@@ -195,7 +195,8 @@ def test_regenerate_replaces_the_last_answer(qtbot, worker, data_dir) -> None:
     wait_idle(qtbot, window)
     messages = window.store.messages(window.chat.conversation_id)
     assert [m.role for m in messages] == ["user", "assistant"]
-    assert messages[1].id != first_id and window.store.message(first_id) is None
+    assert messages[1].id != first_id and messages[1].version_ids == (first_id, messages[1].id)
+    assert window.store.message(first_id).content == first_text  # kept: ‹ 1/2 › goes back to it
     assert messages[1].stats["generation_tokens"] == 16
     # Argmax: the new answer continues the same way, only longer.
     assert messages[1].content.startswith(first_text) and len(messages[1].content) > len(first_text)

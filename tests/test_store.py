@@ -13,6 +13,7 @@ from app.chat.store import (
     ConversationStore,
     StoreError,
     _migration_1,
+    _migration_2,
 )
 
 
@@ -157,3 +158,79 @@ def test_a_file_that_is_not_a_database_gives_a_store_error(tmp_path: Path) -> No
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="cannot be opened"):
         ConversationStore(path)
+
+
+def test_database_from_the_previous_app_keeps_every_chat_and_gains_versions_pins_and_settings(db_path: Path) -> None:
+    # Written exactly as the app before per-chat settings did: schema 2, through its own steps.
+    db_path.parent.mkdir(parents=True)
+    old = sqlite3.connect(db_path, isolation_level=None)
+    old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    old.execute("BEGIN")
+    _migration_1(old)
+    _migration_2(old)
+    old.execute("INSERT INTO schema_version VALUES (2)")
+    old.execute("INSERT INTO conversations VALUES ('a', 'Kyoto', 1, 5, 'mlx-community/Qwen3-8B-4bit')")
+    old.execute("INSERT INTO conversations VALUES ('b', 'Python', 2, 9, NULL)")
+    for conversation, role, content, stats in (
+        ("a", "user", "Plan Kyoto", None),
+        ("a", "assistant", "Day 1: Fushimi Inari", '{"generation_tps": 40.0}'),
+        ("b", "user", "What is a list?", None),
+        ("b", "assistant", "An ordered collection.", None),
+    ):
+        old.execute(
+            "INSERT INTO messages (conversation_id, role, content, status, stats, attachments, created_at) "
+            "VALUES (?, ?, ?, 'complete', ?, '[{\"name\": \"notes.pdf\"}]', 3)",
+            (conversation, role, content, stats))
+    old.execute("COMMIT")
+    old.close()
+
+    store = ConversationStore(db_path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert [(c.id, c.title, c.model, c.pinned, c.settings) for c in store.conversations()] == [
+        ("b", "Python", None, False, {}), ("a", "Kyoto", "mlx-community/Qwen3-8B-4bit", False, {})]
+    user, answer = store.messages("a")
+    assert (user.content, answer.content, answer.stats) == ("Plan Kyoto", "Day 1: Fushimi Inari", {"generation_tps": 40.0})
+    assert user.attachments == (Attachment("notes.pdf"),)
+    assert answer.model is None and answer.version_ids == () and answer.version_number == 1
+    # The new features work on the old chats.
+    store.set_pinned("a", True)
+    again = store.add_message("a", "assistant", "Day 1: Kinkaku-ji", model="Qwen3-4B", version_of=answer.id)
+    assert [c.id for c in store.conversations()] == ["a", "b"]
+    assert [m.id for m in store.messages("a")] == [user.id, again.id]
+    assert store.messages("a")[1].version_ids == (answer.id, again.id)
+
+
+def test_versions_of_an_answer(db_path: Path) -> None:
+    store = ConversationStore(db_path)
+    chat = store.create_conversation()
+    question = store.add_message(chat.id, "user", "Name a colour")
+    red = store.add_message(chat.id, "assistant", "Red", model="Qwen3-8B")
+    blue = store.add_message(chat.id, "assistant", "Blue", model="Qwen3-4B", version_of=red.id)
+    green = store.add_message(chat.id, "assistant", "Green", version_of=blue.id)
+    assert green.version_ids == (red.id, blue.id, green.id) and green.version_number == 3
+    assert [m.content for m in store.messages(chat.id)] == ["Name a colour", "Green"]
+    store.choose_version(blue.id)
+    [_, shown] = store.messages(chat.id)
+    assert (shown.content, shown.model, shown.version_number) == ("Blue", "Qwen3-4B", 2)
+    assert [m.content for m in store.versions(red.id)] == ["Red", "Blue", "Green"]
+    # Deleting the version shown brings back the newest one left.
+    store.delete_message(blue.id)
+    assert [m.content for m in store.messages(chat.id)] == ["Name a colour", "Green"]
+    # Edit-and-resend of the question removes every version of what followed it.
+    store.delete_messages_from(chat.id, question.id)
+    assert store.messages(chat.id) == [] and store.message(red.id) is None
+    with pytest.raises(ValueError, match="No message"):
+        store.add_message(chat.id, "assistant", "x", version_of=red.id)
+
+
+def test_pins_and_chat_settings_survive_reopening(db_path: Path) -> None:
+    store = ConversationStore(db_path, clock=Clock())
+    old = store.create_conversation("Old")
+    store.create_conversation("New")
+    store.set_pinned(old.id, True)
+    store.set_conversation_settings(old.id, {"temperature": 0.3, "system_prompt": "Be brief."})
+    store.close()
+    reopened = ConversationStore(db_path)
+    assert [(c.title, c.pinned) for c in reopened.conversations()] == [("Old", True), ("New", False)]
+    assert reopened.conversation(old.id).settings == {"temperature": 0.3, "system_prompt": "Be brief."}
+    assert [c.title for c in reopened.conversations("new")] == ["New"]

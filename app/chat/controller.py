@@ -20,6 +20,14 @@ from typing import Any, Iterable, Optional
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from app.chat.chat_settings import (
+    DEFAULT_MAX_TOKENS,
+    ChatDefaults,
+    ChatSettings,
+    apply_chat_settings,
+    effective_system_prompt,
+    recommended_sampling,
+)
 from app.chat.history import history_messages
 from app.chat.message_view import MessageView
 from app.chat.reasoning import reasoning_options
@@ -63,6 +71,8 @@ class ChatController(QObject):
     conversationsChanged = Signal()
     # A turn ended: (conversation id, assistant message id, status).
     turnFinished = Signal(str, int, str)
+    # The chat on screen got other settings (Chat Settings panel), or another chat was opened.
+    chatSettingsChanged = Signal(object)
 
     def __init__(
         self,
@@ -80,11 +90,14 @@ class ChatController(QObject):
         self._conversation_id: Optional[str] = None
         self._turn: Optional[StreamingTurn] = None
         self._job_builder: Optional[JobBuilder] = None
+        # Chat Settings chosen for a new chat before its first message (stored with it then).
+        self._pending_settings = ChatSettings()
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
         self._save_timer.timeout.connect(self._save_partial)
         transcript.regenerateRequested.connect(self.regenerate)
         transcript.editSubmitted.connect(self.edit_and_resend)
+        transcript.versionChosen.connect(self.choose_version)
 
     # ------------------------------------------------------------- state
     @property
@@ -97,6 +110,22 @@ class ChatController(QObject):
 
     def set_job_builder(self, builder: Optional[JobBuilder]) -> None:
         self._job_builder = builder
+
+    # -------------------------------------------------------- chat settings
+    @property
+    def chat_settings(self) -> ChatSettings:
+        """The settings of the chat on screen (a new chat: those it will be created with)."""
+        if self._conversation_id is None:
+            return self._pending_settings
+        conversation = self._store.conversation(self._conversation_id)
+        return ChatSettings.from_json(conversation.settings if conversation else None)
+
+    def set_chat_settings(self, chat: ChatSettings) -> None:
+        if self._conversation_id is None:
+            self._pending_settings = chat
+        else:
+            self._store.set_conversation_settings(self._conversation_id, chat.to_json())
+        self.chatSettingsChanged.emit(chat)
 
     # ------------------------------------------------------ conversations
     def open_conversation(self, conversation_id: Optional[str]) -> None:
@@ -115,7 +144,10 @@ class ChatController(QObject):
         self._transcript.set_busy(self._turn is not None and self._turn.conversation_id == conversation_id)
         if conversation_id:
             self._settings.last_conversation = conversation_id
+        else:
+            self._pending_settings = ChatSettings()
         self.conversationChanged.emit(conversation_id)
+        self.chatSettingsChanged.emit(self.chat_settings)
 
     def new_conversation(self) -> None:
         """An empty chat; it is stored when the first message is sent."""
@@ -138,6 +170,9 @@ class ChatController(QObject):
         if self._conversation_id is None:
             title = title_from(text) if text else attachments[0].name
             conversation = self._store.create_conversation(title, model=self._worker.model_name or None)
+            if not self._pending_settings.is_default:
+                self._store.set_conversation_settings(conversation.id, self._pending_settings.to_json())
+            self._pending_settings = ChatSettings()
             self._conversation_id = conversation.id
             self._settings.last_conversation = conversation.id
             self.conversationsChanged.emit()
@@ -148,15 +183,34 @@ class ChatController(QObject):
         return message.id
 
     def regenerate(self, message_id: int) -> None:
-        """Answer the last user message again, replacing the assistant message ``message_id``."""
+        """Answer the last user message again. The answer ``message_id`` stays as an earlier
+        version of this turn (‹ 1/2 ›) unless it holds nothing worth keeping (failed, empty)."""
         if self._turn is not None or self._conversation_id is None:
             return
         message = self._store.message(message_id)
         if message is None or message.role != "assistant" or message.conversation_id != self._conversation_id:
             return
-        self._store.delete_messages_from(self._conversation_id, message_id)
+        versions = set(message.version_ids) | {message_id}
+        version_of: Optional[int] = message_id
+        if message.status == "error" or not (message.content.strip() or message.thinking.strip()):
+            self._store.delete_message(message_id)
+            kept = sorted(versions - {message_id})
+            version_of = kept[-1] if kept else None
         self._transcript.remove_from(message_id)
-        self._start_turn()
+        self._start_turn(version_of=version_of, leave_out=versions)
+
+    def choose_version(self, message_id: int) -> None:
+        """Show (and from now on send) this version of its answer."""
+        if self._turn is not None or self._conversation_id is None:
+            return
+        message = self._store.message(message_id)
+        if message is None or message.conversation_id != self._conversation_id or not message.version_ids:
+            return
+        self._store.choose_version(message_id)
+        chosen = self._store.message(message_id)
+        shown = next((v for v in self._transcript.views if v.message_id in message.version_ids), None)
+        if chosen is not None and shown is not None:
+            self._transcript.replace_message(shown.message_id, chosen)
 
     def edit_and_resend(self, message_id: int, text: str) -> None:
         """Replace a user message (and everything after it) with ``text`` and answer it."""
@@ -176,7 +230,7 @@ class ChatController(QObject):
         """Store a finished question and answer (e.g. from Quick Ask) as a new chat and open it."""
         conversation = self._store.create_conversation(title_from(question), model=self._worker.model_name or None)
         self._store.add_message(conversation.id, "user", question)
-        self._store.add_message(conversation.id, "assistant", answer)
+        self._store.add_message(conversation.id, "assistant", answer, model=self._worker.model_name or None)
         self.conversationsChanged.emit()
         self.open_conversation(conversation.id)
         return conversation.id
@@ -188,6 +242,7 @@ class ChatController(QObject):
         return self._turn.handle.cancel()
 
     def build_request(self, history: list[StoredMessage]) -> ChatRequest:
+        """The chat request for ``history``: the app's settings, then this chat's own."""
         info = self._worker.model_info
         hybrid = getattr(info, "thinking_mode", "hybrid") == "hybrid"
         # Unset: the model's own default (sent as None, the template decides).
@@ -199,26 +254,74 @@ class ChatController(QObject):
             history_reasoning=self._settings.history_reasoning,
             thinking=thinks if hybrid else None,
         )
-        return ChatRequest(
-            messages=history_messages(self._settings.system_prompt, history),
+        chat = self.chat_settings
+        base_sampling = sampling_preset(self._settings.sampling_preset).params
+        request = ChatRequest(
+            messages=history_messages(self.system_prompt, history),
             conversation_id=self._conversation_id,
             enable_thinking=thinking,
-            sampling=sampling_preset(self._settings.sampling_preset).params,
+            sampling=base_sampling,
             reasoning_effort=reasoning.reasoning_effort,
             preserve_thinking=reasoning.preserve_thinking,
         )
+        return apply_chat_settings(
+            request, chat, thinking=self._thinks(), base_sampling=base_sampling,
+            can_extend=bool(getattr(info, "yarn_context_length", None)))
 
-    def _start_turn(self) -> None:
+    def _thinks(self) -> bool:
+        """Will the next answer think (the switch, else the loaded model's own default)?"""
+        info = self._worker.model_info
+        mode = getattr(info, "thinking_mode", "hybrid")
+        if mode != "hybrid":
+            return mode == "always"
+        choice = self._settings.thinking_choice
+        return choice if choice is not None else bool(getattr(info, "thinks_by_default", True))
+
+    def chat_defaults(self) -> ChatDefaults:
+        """What the chat on screen gets where it has no settings of its own (Chat Settings)."""
+        info = self._worker.model_info
+        preset = sampling_preset(self._settings.sampling_preset).params
+        thinks = self._thinks()
+        conversation = self._store.conversation(self._conversation_id) if self._conversation_id else None
+        return ChatDefaults(
+            system_prompt=self._settings.system_prompt,
+            sampling=preset or recommended_sampling(thinks),
+            thinking=thinks,
+            recommended=preset is None,
+            max_tokens=DEFAULT_MAX_TOKENS,
+            native_context=getattr(info, "context_length", None),
+            long_context=getattr(info, "yarn_context_length", None),
+            model=self._last_model(conversation.model if conversation else None),
+        )
+
+    def _last_model(self, fallback: Optional[str]) -> Optional[str]:
+        if self._conversation_id:
+            for message in reversed(self._store.messages(self._conversation_id)):
+                if message.role == "assistant" and message.model:
+                    return message.model
+        return fallback
+
+    @property
+    def system_prompt(self) -> str:
+        """The system prompt of the chat on screen: its own, else the app's."""
+        return effective_system_prompt(self.chat_settings, self._settings.system_prompt)
+
+    def _start_turn(self, *, version_of: Optional[int] = None, leave_out: frozenset[int] | set[int] = frozenset()) -> None:
         assert self._conversation_id is not None
-        history = self._store.messages(self._conversation_id)
+        # Regenerating: the answers being redone are not part of what is answered.
+        history = [m for m in self._store.messages(self._conversation_id) if m.id not in leave_out]
         request = self.build_request(history)
         turn_job: Optional[TurnJob] = None
         if self._job_builder is not None:
-            context = TurnContext(self._conversation_id, tuple(history), request, self._settings.system_prompt)
+            context = TurnContext(self._conversation_id, tuple(history), request, self.system_prompt)
             turn_job = self._job_builder(context)
         if turn_job is None:
             turn_job = TurnJob(chat_job(request))
-        placeholder = self._store.add_message(self._conversation_id, "assistant", "", status="interrupted")
+        model = self._worker.model_name or None
+        placeholder = self._store.add_message(self._conversation_id, "assistant", "", status="interrupted",
+                                              model=model, version_of=version_of)
+        if model:
+            self._store.set_conversation_model(self._conversation_id, model)
         view = self._transcript.add_message(placeholder)
         view.begin_streaming()
         if turn_job.progress_label:

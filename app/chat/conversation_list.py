@@ -26,9 +26,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat.date_groups import date_group
+from app.chat.pin_icon import pin_icon
 from app.chat.store import Conversation, ConversationStore
 
 ID_ROLE = Qt.ItemDataRole.UserRole
+PINNED_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
 class ConversationList(QWidget):
@@ -97,13 +99,18 @@ class ConversationList(QWidget):
             self.list.clear()
             now, group = time.time(), None
             for conversation in self._store.conversations(self.search.text()):
-                if date_group(conversation.updated_at, now) != group:
-                    group = date_group(conversation.updated_at, now)
+                # Pinned chats come first (the store sorts them so) under their own title.
+                section = PINNED_SECTION if conversation.pinned else date_group(conversation.updated_at, now)
+                if section != group:
+                    group = section
                     self.list.addItem(_group_header(group, self.list))
                 item = QListWidgetItem(conversation.title)
                 item.setData(ID_ROLE, conversation.id)
                 item.setToolTip(f"{conversation.title}\n{_when(conversation)}")
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+                if conversation.pinned:  # the store lists pinned chats first
+                    item.setIcon(pin_icon(self.palette().placeholderText().color()))
+                    item.setData(PINNED_ROLE, True)
                 self.list.addItem(item)
                 if conversation.id == selected:
                     self.list.setCurrentItem(item)
@@ -136,8 +143,8 @@ class ConversationList(QWidget):
     def titles(self) -> list[str]:
         return [item.text() for item in self._chat_items()]
 
-    def group_titles(self) -> list[str]:
-        """The date sections, in order, each with its chats' titles."""
+    def group_titles(self) -> list[tuple[str, list[str]]]:
+        """The sections (Pinned, then dates), in order, each with its chats' titles."""
         groups: list[tuple[str, list[str]]] = []
         for row in range(self.list.count()):
             item = self.list.item(row)
@@ -156,6 +163,10 @@ class ConversationList(QWidget):
         self.refresh()
         stored = self._store.conversation(conversation_id)
         self.conversationRenamed.emit(conversation_id, stored.title if stored else title)
+
+    def set_pinned(self, conversation_id: str, pinned: bool) -> None:
+        self._store.set_pinned(conversation_id, pinned)
+        self.refresh()
 
     def begin_rename(self, conversation_id: Optional[str] = None) -> None:
         conversation_id = conversation_id or self.current_id()
@@ -224,8 +235,17 @@ class ConversationList(QWidget):
         item = self.list.itemAt(position)
         if item is None or item.data(ID_ROLE) is None:  # nothing, or a date section's title
             return
+        menu = self.context_menu(item)
+        menu.exec(self.list.viewport().mapToGlobal(position))
+        menu.deleteLater()
+
+    def context_menu(self, item: QListWidgetItem) -> QMenu:
         conversation_id = item.data(ID_ROLE)
         menu = QMenu(self)
+        pinned = bool(item.data(PINNED_ROLE))
+        pin = QAction("Unpin" if pinned else "Pin", menu)
+        pin.triggered.connect(lambda: self.set_pinned(conversation_id, not pinned))
+        menu.addAction(pin)
         rename = QAction("Rename\u2026", menu)
         rename.triggered.connect(lambda: self.begin_rename(conversation_id))
         delete = QAction("Delete\u2026", menu)
@@ -233,7 +253,10 @@ class ConversationList(QWidget):
         menu.addAction(rename)
         menu.addSeparator()
         menu.addAction(delete)
-        menu.exec(self.list.viewport().mapToGlobal(position))
+        return menu
+
+
+PINNED_SECTION = "Pinned"
 
 
 def _group_header(title: str, list_widget: QListWidget) -> QListWidgetItem:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from app.chat.rendering import RenderColors, SafeTextView
 from app.chat.message_parts import AttachmentChip, MessageActions, ThinkingBlock, duration_words
 from app.chat.store import StoredMessage
+from app.chat.version_switcher import VersionSwitcher
 
 MIN_RENDER_INTERVAL_MS = 40
 MAX_RENDER_INTERVAL_MS = 400
@@ -38,6 +39,7 @@ class MessageView(QFrame):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal(int)
     copied = Signal(int)
+    versionChosen = Signal(int)
 
     def __init__(self, message: StoredMessage, colors: RenderColors, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -47,6 +49,7 @@ class MessageView(QFrame):
         self._answer = message.content
         self._thinking_text = message.thinking
         self._attachments = message.attachments
+        self.model = message.model
         self._render_timer = QTimer(self)
         self._render_timer.setSingleShot(True)
         self._render_timer.timeout.connect(self._render_now)
@@ -224,9 +227,19 @@ class MessageView(QFrame):
         self.regenerate_button = self.actions.add("Regenerate", "Answer this again", self._request_regenerate)
         self.stats_label = QLabel(self)
         self.stats_label.setObjectName("StatsLabel")
+        self.stats_label.setWordWrap(True)  # model and figures: a second line in a narrow window
         self.actions.add_widget(self.stats_label)
         self.actions.add_stretch()
-        self._layout.addWidget(self.actions)
+        # The version arrows stay in view beside the hover actions.
+        footer = QHBoxLayout()
+        footer.setContentsMargins(0, 0, 0, 0)
+        footer.setSpacing(0)
+        self.versions = VersionSwitcher(self)
+        self.versions.set_versions(message.version_ids, message.id)
+        self.versions.versionChosen.connect(self.versionChosen)
+        footer.addWidget(self.versions)
+        footer.addWidget(self.actions, 1)
+        self._layout.addLayout(footer)
         self.actions.setVisible(False)
         if message.thinking:
             self.thinking.set_streaming(False, duration_s=(message.stats or {}).get("thinking_s"))
@@ -302,7 +315,9 @@ class MessageView(QFrame):
             self.note.hide()
         self.note.style().unpolish(self.note)
         self.note.style().polish(self.note)
-        self.stats_label.setText(format_stats(stats))
+        self.stats_label.setText(format_stats(stats, self.model))
+        if self.model:
+            self.stats_label.setToolTip(f"Answered by {self.model}")
         if stats and stats.get("finish_reason") == "length" and status == "complete":
             self.note.setObjectName("StatusNote")
             self.note.setText("Stopped at the length limit")
@@ -348,10 +363,10 @@ class MessageView(QFrame):
         self.copied.emit(self.message_id)
 
 
-def format_stats(stats: Optional[dict[str, Any]]) -> str:
+def format_stats(stats: Optional[dict[str, Any]], model: Optional[str] = None) -> str:
+    parts = [model_label(model)] if model else []
     if not stats:
-        return ""
-    parts = []
+        return "  \u00b7  ".join(parts)
     if stats.get("generation_tps"):
         parts.append(f"{stats['generation_tps']:.1f} tok/s")
     if stats.get("generation_tokens"):
@@ -359,3 +374,8 @@ def format_stats(stats: Optional[dict[str, Any]]) -> str:
     if stats.get("ttft_s"):
         parts.append(f"{stats['ttft_s']:.2f} s to first token")
     return "  \u00b7  ".join(parts)
+
+
+def model_label(path_or_repo: str) -> str:
+    """"mlx-community/Qwen3-8B-4bit" -> "Qwen3-8B-4bit"; a folder -> its name."""
+    return path_or_repo.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]

@@ -61,6 +61,9 @@ class Conversation:
     created_at: float
     updated_at: float
     model: Optional[str] = None
+    pinned: bool = False
+    # Per-chat overrides (app.chat.chat_settings.ChatSettings as JSON); {} means the app's defaults.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,15 @@ class StoredMessage:
     # A plain-language reason for status "error".
     error: str = ""
     created_at: float = 0.0
+    # The model that wrote an assistant message (a folder or a Hugging Face repo id).
+    model: Optional[str] = None
+    # An answer regenerated: the ids of all its versions, oldest first (empty: only one version).
+    version_ids: tuple[int, ...] = ()
+
+    @property
+    def version_number(self) -> int:
+        """1-based place of this version among ``version_ids`` (1 when there is one)."""
+        return self.version_ids.index(self.id) + 1 if self.id in self.version_ids else 1
 
 
 def _migration_1(db: sqlite3.Connection) -> None:
@@ -120,8 +132,20 @@ def _migration_2(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN error TEXT NOT NULL DEFAULT ''")
 
 
+def _migration_3(db: sqlite3.Connection) -> None:
+    # Per-chat settings and pins; the model behind each answer; answer versions: a regenerated
+    # answer keeps its old versions as inactive rows of the same group (the group is the id of
+    # the turn's first answer; NULL: the row is its own group). Only active rows form the chat.
+    db.execute("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE conversations ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE messages ADD COLUMN model TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN version_group INTEGER")
+    db.execute("ALTER TABLE messages ADD COLUMN active INTEGER NOT NULL DEFAULT 1")
+    db.execute("CREATE INDEX messages_by_version_group ON messages(version_group)")
+
+
 # Index i holds the step from version i to i + 1. Append only: never edit a shipped step.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2, _migration_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -187,9 +211,11 @@ class ConversationStore:
         return _conversation(row) if row else None
 
     def conversations(self, search: str = "") -> list[Conversation]:
-        """Newest first; ``search`` matches titles and message text, case-insensitively."""
+        """Pinned first, then newest first; ``search`` matches titles and message text,
+        case-insensitively."""
         if not search.strip():
-            rows = self._db.execute("SELECT * FROM conversations ORDER BY updated_at DESC, rowid DESC")
+            rows = self._db.execute(
+                "SELECT * FROM conversations ORDER BY pinned DESC, updated_at DESC, rowid DESC")
         else:
             pattern = "%" + _escape_like(search.strip()) + "%"
             rows = self._db.execute(
@@ -198,7 +224,7 @@ class ConversationStore:
                 WHERE c.title LIKE :p ESCAPE '\\'
                    OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
                               AND (m.content LIKE :p ESCAPE '\\'))
-                ORDER BY updated_at DESC, rowid DESC
+                ORDER BY pinned DESC, updated_at DESC, rowid DESC
                 """,
                 {"p": pattern},
             )
@@ -213,20 +239,63 @@ class ConversationStore:
         with self._transaction():
             self._db.execute("UPDATE conversations SET model = ? WHERE id = ?", (model, conversation_id))
 
+    def set_pinned(self, conversation_id: str, pinned: bool) -> None:
+        with self._transaction():
+            self._db.execute("UPDATE conversations SET pinned = ? WHERE id = ?", (int(pinned), conversation_id))
+
+    def set_conversation_settings(self, conversation_id: str, settings: dict[str, Any]) -> None:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE conversations SET settings = ? WHERE id = ?", (json.dumps(settings), conversation_id))
+
     def delete_conversation(self, conversation_id: str) -> None:
         with self._transaction():
             self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     # --------------------------------------------------------------- messages
     def messages(self, conversation_id: str) -> list[StoredMessage]:
+        """The chat as it stands: each answer in the version chosen for it."""
         rows = self._db.execute(
-            "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            "SELECT * FROM messages WHERE conversation_id = ? AND active = 1 ORDER BY id", (conversation_id,)
         )
-        return [_message(row) for row in rows]
+        groups: dict[int, list[int]] = {}
+        for group, message_id in self._db.execute(
+            "SELECT version_group, id FROM messages WHERE conversation_id = ? AND version_group IS NOT NULL "
+            "ORDER BY id", (conversation_id,)
+        ):
+            groups.setdefault(int(group), []).append(int(message_id))
+        return [_message(row, groups) for row in rows]
 
     def message(self, message_id: int) -> Optional[StoredMessage]:
         row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-        return _message(row) if row else None
+        if row is None:
+            return None
+        group = row["version_group"]
+        return _message(row, {group: self._version_ids(group)} if group is not None else {})
+
+    def versions(self, message_id: int) -> list[StoredMessage]:
+        """Every version of the answer ``message_id`` is one of, oldest first."""
+        message = self.message(message_id)
+        if message is None:
+            return []
+        return [m for m in (self.message(i) for i in (message.version_ids or (message_id,))) if m is not None]
+
+    def _version_ids(self, group: Optional[int]) -> list[int]:
+        if group is None:
+            return []
+        return [int(r[0]) for r in self._db.execute(
+            "SELECT id FROM messages WHERE version_group = ? ORDER BY id", (group,))]
+
+    def choose_version(self, message_id: int) -> None:
+        """Make ``message_id`` the version of its answer that the chat shows and sends."""
+        row = self._db.execute(
+            "SELECT conversation_id, version_group FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None or row["version_group"] is None:
+            return
+        with self._transaction():
+            self._db.execute("UPDATE messages SET active = (id = ?) WHERE version_group = ?",
+                             (message_id, row["version_group"]))
+            self._touch(row["conversation_id"], self._clock())
 
     def add_message(
         self,
@@ -238,15 +307,30 @@ class ConversationStore:
         status: MessageStatus = "complete",
         stats: Optional[dict[str, Any]] = None,
         attachments: Iterable[Attachment] = (),
+        model: Optional[str] = None,
+        version_of: Optional[int] = None,
     ) -> StoredMessage:
+        """Add a message; ``version_of``: a new version of that answer (regenerate), which
+        becomes the one shown while the old one is kept."""
         _check_status(status)
         now = self._clock()
         attachments = tuple(attachments)
         with self._transaction():
+            group = None
+            if version_of is not None:
+                row = self._db.execute(
+                    "SELECT version_group FROM messages WHERE id = ? AND conversation_id = ?",
+                    (version_of, conversation_id)).fetchone()
+                if row is None:
+                    raise ValueError(f"No message {version_of} in this conversation to add a version to.")
+                group = row[0] if row[0] is not None else version_of
+                self._db.execute("UPDATE messages SET version_group = ? WHERE id = ?", (group, version_of))
+                self._db.execute("UPDATE messages SET active = 0 WHERE version_group = ?", (group,))
             cursor = self._db.execute(
                 """INSERT INTO messages
-                   (conversation_id, role, content, thinking, status, stats, attachments, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                   (conversation_id, role, content, thinking, status, stats, attachments, created_at,
+                    model, version_group)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     conversation_id,
                     role,
@@ -256,11 +340,15 @@ class ConversationStore:
                     json.dumps(stats) if stats is not None else None,
                     json.dumps([a.to_json() for a in attachments]),
                     now,
+                    model,
+                    group,
                 ),
             )
             self._touch(conversation_id, now)
+        message_id = int(cursor.lastrowid)
         return StoredMessage(
-            int(cursor.lastrowid), conversation_id, role, content, thinking, status, stats, attachments, "", now
+            message_id, conversation_id, role, content, thinking, status, stats, attachments, "", now, model,
+            tuple(self._version_ids(group)),
         )
 
     def update_message(
@@ -294,8 +382,25 @@ class ConversationStore:
             if row:
                 self._touch(row[0], self._clock())
 
+    def delete_message(self, message_id: int) -> None:
+        """Delete one message; a version chosen before it takes its place (a failed answer
+        regenerated, which is not worth keeping)."""
+        row = self._db.execute(
+            "SELECT conversation_id, version_group, active FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            return
+        with self._transaction():
+            self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            if row["version_group"] is not None and row["active"]:
+                self._db.execute(
+                    "UPDATE messages SET active = 1 WHERE id = (SELECT MAX(id) FROM messages WHERE version_group = ?)",
+                    (row["version_group"],))
+            self._touch(row["conversation_id"], self._clock())
+
     def delete_messages_from(self, conversation_id: str, message_id: int) -> None:
-        """Delete a message and everything after it (regenerate, edit-and-resend)."""
+        """Delete a message and everything after it, every version included (edit-and-resend).
+        Versions of an answer are all older than the next message: only the last answer is
+        regenerated."""
         with self._transaction():
             self._db.execute(
                 "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
@@ -329,10 +434,15 @@ def _escape_like(text: str) -> str:
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
-    return Conversation(row["id"], row["title"], row["created_at"], row["updated_at"], row["model"])
+    try:
+        settings = json.loads(row["settings"] or "{}")
+    except ValueError:
+        settings = {}  # a damaged value: the app's defaults rather than a chat that won't open
+    return Conversation(row["id"], row["title"], row["created_at"], row["updated_at"], row["model"],
+                        bool(row["pinned"]), settings if isinstance(settings, dict) else {})
 
 
-def _message(row: sqlite3.Row) -> StoredMessage:
+def _message(row: sqlite3.Row, groups: dict[int, list[int]]) -> StoredMessage:
     return StoredMessage(
         id=int(row["id"]),
         conversation_id=row["conversation_id"],
@@ -344,4 +454,6 @@ def _message(row: sqlite3.Row) -> StoredMessage:
         attachments=tuple(Attachment.from_json(item) for item in json.loads(row["attachments"] or "[]")),
         error=row["error"],
         created_at=row["created_at"],
+        model=row["model"],
+        version_ids=tuple(groups.get(row["version_group"], ())) if row["version_group"] is not None else (),
     )

@@ -23,6 +23,8 @@ STICKY_BOTTOM_PX = 48
 class TranscriptView(QScrollArea):
     editSubmitted = Signal(int, str)
     regenerateRequested = Signal(int)
+    # A regenerated answer's arrows asked for another of its versions (its message id).
+    versionChosen = Signal(int)
 
     def __init__(self, colors: RenderColors, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -123,9 +125,26 @@ class TranscriptView(QScrollArea):
         view = MessageView(message, self._colors, self._column)
         view.editSubmitted.connect(self.editSubmitted)
         view.regenerateRequested.connect(self.regenerateRequested)
+        if view.role == "assistant":
+            view.versionChosen.connect(self.versionChosen)
         self._column_layout.insertWidget(self._column_layout.count() - 1, view)
         self._views.append(view)
         self._empty.hide()
+        return view
+
+    def replace_message(self, message_id: int, message: StoredMessage) -> MessageView:
+        """Show ``message`` where ``message_id`` is (another version of that answer)."""
+        old = self.view_for(message_id)
+        assert old is not None
+        index = self._views.index(old)
+        view = self._append_view(message)  # at the end: moved into the old one's place
+        self._views.pop()
+        self._views[index] = view
+        self._column_layout.removeWidget(view)
+        self._column_layout.insertWidget(self._column_layout.indexOf(old), view)
+        old.setParent(None)
+        old.deleteLater()
+        self._refresh_actions()
         return view
 
     def set_busy(self, busy: bool) -> None:
@@ -139,6 +158,7 @@ class TranscriptView(QScrollArea):
         for view in self._views:
             if view.role == "assistant":
                 view.set_regenerate_enabled(view is last_assistant and not self._busy)
+                view.versions.set_enabled(not self._busy)
                 view.set_pin_actions(view is last_assistant)
             else:
                 view.edit_button.setEnabled(not self._busy)

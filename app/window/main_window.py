@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSplitter,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -32,6 +33,7 @@ from app.chat.controller import ChatController
 from app.chat.composer import Composer
 from app.chat.conversation_list import ConversationList
 from app.chat.export import export_conversation
+from app.chat.settings_panel import ChatSettingsDialog
 from app.window.preferences import (
     SAMPLING_PRESET, SERVER_ENABLED, SERVER_SETTINGS, THEME, PreferencesDialog, ShortcutApplier)
 from app.chat.rendering import RenderColors
@@ -119,6 +121,13 @@ class MainWindow(QMainWindow):
         self.reasoning_button.set_choices(self.settings.reasoning_effort, self.settings.history_reasoning)
         self.load_label = QLabel("", self.top_bar)
         self.load_label.setObjectName("MutedLabel")
+        self.chat_settings_button = QToolButton(self.top_bar)
+        self.chat_settings_button.setObjectName("ChatSettingsButton")
+        self.chat_settings_button.setText("Chat Settings")
+        self.chat_settings_button.setToolTip("This chat\u2019s system prompt, sampling and length (\u2318;)")
+        self.chat_settings_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.chat_settings_button.clicked.connect(self.open_chat_settings)
+        self._chat_settings_dialog: Optional[ChatSettingsDialog] = None
         layout = QHBoxLayout(self.top_bar)
         layout.setContentsMargins(12, 6, 12, 6)
         layout.setSpacing(8)
@@ -127,6 +136,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.reasoning_button)
         layout.addWidget(self.load_label)
         layout.addStretch(1)
+        layout.addWidget(self.chat_settings_button)
 
     def _build_layout(self) -> None:
         chat_pane = QWidget(self)
@@ -177,6 +187,7 @@ class MainWindow(QMainWindow):
         self.chat.statsChanged.connect(self.status_panel.show_stats)
         self.chat.liveStatsChanged.connect(self.status_panel.show_stats)
         self.chat.turnFinished.connect(lambda *_: self.sidebar.refresh())
+        self.chat.chatSettingsChanged.connect(self._show_chat_settings_state)
         self.thinking_toggle.toggled.connect(self._set_thinking)
         self.reasoning_button.effortChosen.connect(self._set_reasoning_effort)
         self.reasoning_button.historyReasoningChosen.connect(self._set_history_reasoning)
@@ -272,6 +283,21 @@ class MainWindow(QMainWindow):
         if self._preferences is not None:
             self._preferences.reload_choices()
         self._on_preference_changed(SERVER_ENABLED)
+
+    def open_chat_settings(self) -> ChatSettingsDialog:
+        """The chat's own settings, as a sheet over the window (Cmd+;)."""
+        if self._chat_settings_dialog is not None:
+            self._chat_settings_dialog.deleteLater()
+        dialog = ChatSettingsDialog(self.chat.chat_settings, self.chat.chat_defaults(), self)
+        dialog.settingsApplied.connect(self.chat.set_chat_settings)
+        self._chat_settings_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _show_chat_settings_state(self, chat: object) -> None:
+        custom = not getattr(chat, "is_default", True)
+        self.chat_settings_button.setText("Chat Settings \u2022" if custom else "Chat Settings")
+        self.chat_settings_button.setAccessibleDescription("This chat has settings of its own" if custom else "")
 
     def edit_system_prompt(self) -> None:
         self.open_preferences().focus_system_prompt()

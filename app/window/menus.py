@@ -134,6 +134,10 @@ class WindowMenus:
         self.sampling_group.triggered.connect(window.choose_sampling)
         self.system_prompt_action = self._action("System Prompt\u2026", window.edit_system_prompt)
         model_menu.addAction(self.system_prompt_action)
+        self.chat_settings_action = self._action(
+            "Chat Settings\u2026", window.open_chat_settings, "Ctrl+;",
+            tip="This chat's system prompt, sampling, answer length and context")
+        model_menu.addAction(self.chat_settings_action)
         self.server_action = self._action(
             "Local Server", window.follow_server_menu,
             tip="Serve the loaded model to other apps (OpenAI and Anthropic compatible)")

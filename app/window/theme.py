@@ -163,6 +163,20 @@ def stylesheet(t: Tokens) -> str:
     #MessageActions QToolButton:hover, #ThinkingHeader:hover {{ background: {t.hover}; color: {t.text}; }}
     #ThinkingBody {{ border-left: 2px solid {t.border}; margin-left: 8px; padding-left: 10px; color: {t.muted}; }}
     #StatsLabel, #MutedLabel {{ color: {t.faint}; font-size: 11px; }}
+    #VersionSwitcher QToolButton {{
+        border: none; background: transparent; color: {t.muted}; padding: 0px 5px; border-radius: 5px;
+        font-size: 15px;
+    }}
+    #VersionSwitcher QToolButton:hover {{ background: {t.hover}; color: {t.text}; }}
+    #VersionSwitcher QToolButton:disabled {{ color: {t.faint}; }}
+    #VersionLabel {{ color: {t.muted}; font-size: 12px; }}
+    #ChatSettingsButton {{
+        border: 1px solid {t.border}; border-radius: 11px; padding: 0px 10px; color: {t.text};
+        background: transparent; min-height: 22px; max-height: 22px;
+    }}
+    #ChatSettingsButton:hover {{ background: {t.hover}; }}
+    #WarningNote {{ color: {t.warning}; font-size: 12px; }}
+    #SectionTitle {{ color: {t.text}; font-weight: 600; }}
     #StatusNote {{ color: {t.warning}; font-size: 12px; }}
     #ErrorNote {{ color: {t.danger}; font-size: 12px; }}
     #PrefillLabel {{ color: {t.muted}; font-size: 12px; }}
