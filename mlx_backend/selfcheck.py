@@ -81,6 +81,8 @@ def run_self_check(require_gpu: bool | None = None) -> SelfCheckReport:
     try:
         import mlx.core as mx
     except Exception as error:  # noqa: BLE001 - an unimportable MLX is exactly what this reports
+        if METALLIB_FAILURE in str(error).lower():  # MLX may open its Metal library at import
+            raise SelfCheckError(_gpu_failure_message(error)) from error
         raise SelfCheckError(
             f"Qwen Desk can\u2019t start MLX, the library that runs the models ({error}). "
             "Reinstall the app; on a Mac it needs Apple silicon."

@@ -59,6 +59,21 @@ def test_an_unloadable_metallib_says_what_failed_and_what_to_do(broken_metallib)
     assert MLX_METALLIB_ERROR in message  # MLX's own words, for a bug report
 
 
+def test_a_metallib_failure_while_importing_mlx_gets_the_same_advice(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "mlx.core":
+            raise RuntimeError(MLX_METALLIB_ERROR)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    with pytest.raises(SelfCheckError, match=r"could not load its Metal library \(mlx.metallib\)"):
+        run_self_check(require_gpu=True)
+
+
 def test_no_metal_device_names_the_requirements(monkeypatch):
     monkeypatch.setattr(selfcheck, "_metal_available", lambda mx: False)
     with pytest.raises(SelfCheckError, match="finds no Metal device.*Apple silicon"):
