@@ -95,6 +95,27 @@ def _attach_local_server(window: MainWindow, worker: WorkerClient, settings: Set
     return server
 
 
+def show_self_check_failure(window: MainWindow, worker: WorkerClient) -> None:
+    """The worker's startup self-check failed (macOS: no usable GPU): say so in the window.
+
+    A model load queued at startup fails with the same message right after (the window shows
+    load failures itself); its signal comes later in the same order, so while that load is
+    still pending this leaves the message to it rather than stacking two dialogs."""
+
+    def show(message: str) -> None:
+        if worker.loading:
+            return
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QMessageBox
+
+        box = QMessageBox(QMessageBox.Icon.Critical, "Qwen Desk can\u2019t run models on this Mac", message, parent=window)
+        box.setObjectName("selfCheckFailure")
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+
+    worker.selfCheckFailed.connect(show)
+
+
 def apply_menu_bar_only(app: QApplication, settings: Settings, quick_ask, *, at_start: bool = False) -> bool:
     """"Menu bar only": no Dock icon, and closing the window leaves the app in the menu bar.
 
@@ -145,6 +166,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
 
     worker = WorkerClient()
     window = MainWindow(store, worker, settings, theme_manager=theme)
+    show_self_check_failure(window, worker)
     theme.changed.connect(window.apply_theme)
     _attach_documents(window, worker, file_opens)
     quick_ask = _attach_quick_ask(app, window, worker, settings)

@@ -23,6 +23,7 @@ from tests.support.checkpoints import write_random_checkpoint
 from tests.support.paths import REPO_ROOT
 
 SPEC = REPO_ROOT / "packaging" / "qwen_desk.spec"
+STAND_IN_METALLIB = b"stand-in for mlx.metallib (Linux mlx has none)"
 BUILD_TIMEOUT_S = 900
 GENERATE_ARGS = ["generate", "--prompt", "hi", "--max-tokens", "5", "--temp", "0"]
 
@@ -107,10 +108,17 @@ def bundle(tmp_path_factory) -> Path:
     except ImportError:
         pytest.fail("PyInstaller is not installed: it belongs to the test extra (pip install -e '.[test]')")
     work = tmp_path_factory.mktemp("pyinstaller")
+    env = _env()
+    if sys.platform != "darwin":
+        # Linux mlx ships no Metal library: hand the spec a stand-in so the bundle shows where
+        # it puts one (the macOS rule, checked below on this real tree).
+        stand_in = work / "mlx.metallib"
+        stand_in.write_bytes(STAND_IN_METALLIB)
+        env["QWEN_DESK_METALLIB"] = str(stand_in)
     result = subprocess.run(
         [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
          "--workpath", str(work / "build"), "--distpath", str(work / "dist"), str(SPEC)],
-        cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
     )
     assert result.returncode == 0, f"PyInstaller failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     root = work / "dist" / "qwen-desk"
@@ -174,3 +182,37 @@ def test_bundle_ships_resources_and_leaves_heavy_test_dependencies_out(bundle):
     shipped_models = {p.name for p in (internal / "transformers" / "models").iterdir() if p.is_dir()}
     assert "auto" in shipped_models
     assert len(shipped_models) < 10, sorted(shipped_models)
+
+
+@pytest.mark.slow
+def test_a_metallib_sits_beside_every_path_libmlx_can_be_loaded_through(bundle):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bundle_check", REPO_ROOT / "packaging" / "bundle_check.py")
+    bundle_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle_check)
+
+    paths = [path.relative_to(bundle) for path in bundle_check.libmlx_paths(bundle)]
+    # The real library and the top-level link PyInstaller adds: the second path is the one
+    # macOS loads through (@rpath), and it is why the rule matters.
+    assert any(path.parts[-3:-1] == ("mlx", "lib") for path in paths), paths
+    assert any((bundle / path).is_symlink() and path.parent == Path("_internal") for path in paths), paths
+    assert bundle_check.metallib_problems(bundle, expect_metallib=True) == []
+    if sys.platform != "darwin":
+        for path in paths:
+            assert (bundle / path).parent.joinpath("mlx.metallib").read_bytes() == STAND_IN_METALLIB
+
+
+@pytest.mark.slow
+def test_frozen_self_check_runs_an_mlx_operation(frozen_program, tmp_path):
+    import mlx.core as mx
+
+    # On macOS the workflow runs this with --require-gpu in the .app: a real Metal operation.
+    result = subprocess.run(
+        [str(frozen_program), "self-check", "--any-device", "--json"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["mlx"] == mx.__version__
+    assert report["device"] == mx.default_device().type.name

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -53,7 +54,7 @@ class LoadProgress:
 @dataclass
 class _QueuedJob:
     job_id: str
-    kind: Literal["job", "load"]
+    kind: Literal["job", "load", "check"]
     run: Optional[Job] = None
     relay: Optional[JobRelay] = None
     model: str = ""
@@ -129,6 +130,19 @@ def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> 
     return Engine.load(path_or_repo, progress=progress, disk_cache_folder=prompt_cache_dir())
 
 
+def _default_self_check() -> object:
+    from mlx_backend.selfcheck import run_self_check  # on the worker thread, like the engine
+
+    return run_self_check(require_gpu=True)
+
+
+def platform_self_check() -> Optional[Callable[[], object]]:
+    """The startup check for this platform: on macOS, MLX meets Metal (and its mlx.metallib)
+    only at the first operation, so check then that a broken GPU setup is a message in the
+    window, not a failed or stuck first answer. Elsewhere none (MLX runs on the CPU)."""
+    return _default_self_check if sys.platform == "darwin" else None
+
+
 def _release_memory() -> None:
     """Give the old model's buffers back before the next one loads (no-op without MLX)."""
     gc.collect()
@@ -149,22 +163,31 @@ class Worker(QObject):
     loadProgress = Signal(object)
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
+    selfCheckFailed = Signal(str)
     # Any queued item (job or load) is done; lets the client track "busy".
     settled = Signal(str)
 
-    def __init__(self, queue: _JobQueue, engine_loader: EngineLoader, batch_interval_s: float) -> None:
+    def __init__(
+        self, queue: _JobQueue, engine_loader: EngineLoader, batch_interval_s: float,
+        self_check: Optional[Callable[[], object]] = None,
+    ) -> None:
         super().__init__()
         self._queue = queue
         self._load_engine = engine_loader
         self._batch_interval = batch_interval_s
         self._engine: Optional[InferenceEngine] = None
+        self._self_check = self_check
+        # Set when the startup self-check failed: every load and model job then fails with it.
+        self._unusable: Optional[str] = None
 
     @Slot()
     def drain(self) -> None:
         """Run everything queued. Several wake-ups for one burst of submits find an empty queue."""
         while (item := self._queue.take()) is not None:
             try:
-                if item.kind == "load":
+                if item.kind == "check":
+                    self._check()
+                elif item.kind == "load":
                     self._load(item)
                 else:
                     self._run(item)
@@ -179,6 +202,8 @@ class Worker(QObject):
         batcher = EventBatcher(self._batch_interval)
         events: Optional[Iterator[object]] = None
         try:
+            if item.needs_model and self._unusable:
+                raise QwenDeskError(self._unusable)
             if item.needs_model and self._engine is None:
                 raise QwenDeskError(NO_MODEL_MESSAGE)
             events = iter(item.run(self._engine, item.cancel))
@@ -200,8 +225,20 @@ class Worker(QObject):
                 log.exception("closing job %s failed", item.job_id)
             relay.finished.emit()
 
+    def _check(self) -> None:
+        assert self._self_check is not None
+        try:
+            self._self_check()
+        except Exception as error:  # noqa: BLE001 - any failure means models can't run here
+            self._unusable = _user_message(error)
+            log.error("startup self-check failed: %s", self._unusable)
+            self.selfCheckFailed.emit(self._unusable)
+
     def _load(self, item: _QueuedJob) -> None:
         self.loadStarted.emit(item.model)
+        if self._unusable:
+            self.modelLoadFailed.emit(self._unusable)
+            return
         self._engine = None  # one model at a time: free the old one before reading the new one
         _release_memory()
         last_emit = [0.0]
@@ -229,6 +266,8 @@ class WorkerClient(QObject):
     loadProgress = Signal(object)
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
+    # The startup self-check failed (macOS: MLX can't use the GPU); carries the user message.
+    selfCheckFailed = Signal(str)
     # True while a job or a load runs or waits.
     busyChanged = Signal(bool)
 
@@ -239,13 +278,16 @@ class WorkerClient(QObject):
         engine_loader: EngineLoader = _default_engine_loader,
         *,
         batch_interval_s: float = DEFAULT_INTERVAL_S,
+        self_check: Optional[Callable[[], object]] | Literal["platform"] = "platform",
         parent: Optional[QObject] = None,
     ) -> None:
         super().__init__(parent)
+        if self_check == "platform":
+            self_check = platform_self_check()
         self._queue = _JobQueue()
         self._thread = QThread()
         self._thread.setObjectName("inference-worker")
-        self._worker = Worker(self._queue, engine_loader, batch_interval_s)
+        self._worker = Worker(self._queue, engine_loader, batch_interval_s, self_check)
         self._worker.moveToThread(self._thread)
         self._thread.finished.connect(self._worker.deleteLater)
         queued = Qt.ConnectionType.QueuedConnection
@@ -258,6 +300,7 @@ class WorkerClient(QObject):
         self._worker.loadProgress.connect(self.loadProgress, queued)
         self._worker.modelLoaded.connect(self.modelLoaded, queued)
         self._worker.modelLoadFailed.connect(self.modelLoadFailed, queued)
+        self._worker.selfCheckFailed.connect(self.selfCheckFailed, queued)
         self._worker.settled.connect(self._forget, queued)
         self._ids = itertools.count(1)
         # Everything queued or running; the handles stay alive until their job settles.
@@ -266,6 +309,9 @@ class WorkerClient(QObject):
         self._model_name = ""
         self._loading = ""
         self._thread.start()
+        if self_check is not None:  # first in the queue, before any load or job; not "busy"
+            self._queue.put(_QueuedJob(f"check-{next(self._ids)}", "check"))
+            self._wake.emit()
 
     # ------------------------------------------------------------------ API
     def submit(self, job: Job, *, needs_model: bool = True, name: str = "job") -> JobHandle:

@@ -14,7 +14,7 @@ import sys
 from mlx_backend.errors import QwenDeskError
 
 # The benchmark is not here: it needs a source checkout (python bench/run.py, make bench).
-COMMANDS = ("generate", "convert", "summarize", "serve", "mcp")
+COMMANDS = ("generate", "convert", "summarize", "serve", "mcp", "self-check")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"mlx_backend.commands.{name}")
+        module = importlib.import_module(f"mlx_backend.commands.{name.replace('-', '_')}")
         module.add_parser(subparsers)
     return parser
 
