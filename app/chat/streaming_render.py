@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from app.chat.rendering import RenderColors, SafeTextView
 
-SEAL_CHARS = 1500
+SEAL_CHARS = 800
 # An opening or closing code fence: up to three spaces, then ``` or ~~~ (at least three).
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
