@@ -42,6 +42,7 @@ both sides get the same prompt, sampler and timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -381,11 +382,13 @@ def run_benchmark(args: argparse.Namespace) -> int:
     command = " ".join(["python bench/run.py", *sys.argv[1:]])
     started = time.perf_counter()
     sections: list[Section] = []
-    if args.only in ("all", "qwen3"):
-        sections.append(run_qwen3(args, command))
-        sections += [section(args, command) for section in SECTIONS.values()]
-    if args.only in ("all", "hybrid"):
-        sections.append(Section(run_hybrid(args, command), {}, {}))
+    # With --json, stdout carries the JSON alone: what the libraries print goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        if args.only in ("all", "qwen3"):
+            sections.append(run_qwen3(args, command))
+            sections += [section(args, command) for section in SECTIONS.values()]
+        if args.only in ("all", "hybrid"):
+            sections.append(Section(run_hybrid(args, command), {}, {}))
     table = "\n\n".join(section.table for section in sections if section.table)
     figures: dict[str, object] = {key: None for key in JSON_KEYS}
     notes: dict[str, str] = {}

@@ -177,6 +177,7 @@ class PreferencesDialog(QDialog):
         form.addRow(self.server_key_label, key_row)
         form.addRow("", self.server_hint)
         form.addRow("", self.server_status)
+        form.addItem(_gap())
         form.addRow("Prompt cache on disk:", self.prompt_cache)
         form.addRow("", _hint(self, "Long chats reopen fast after a restart. A new limit applies when a model is next loaded."))
         self._show_server()
