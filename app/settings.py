@@ -25,6 +25,12 @@ HistoryReasoning = Literal["default", "keep", "drop"]
 HISTORY_REASONING: tuple[str, ...] = ("default", "keep", "drop")
 
 
+# Choices for the prompt cache on disk (0 = Off); the default is the engine's
+# DEFAULT_DISK_BUDGET_BYTES (not imported: that module loads MLX, which stays off the GUI).
+PROMPT_CACHE_BUDGETS: tuple[int, ...] = (0, 2 * 2**30, 8 * 2**30, 32 * 2**30)
+DEFAULT_PROMPT_CACHE_BUDGET = 8 * 2**30
+
+
 @dataclass(frozen=True)
 class SamplingPreset:
     key: str
@@ -229,6 +235,19 @@ class Settings:
     @server_api_key.setter
     def server_api_key(self, key: str) -> None:
         self._q.setValue("server/api_key", key)
+
+    # Prompt caches on disk (fast reopening after a restart): their byte budget, 0 = none kept.
+    @property
+    def prompt_cache_budget_bytes(self) -> int:
+        try:
+            value = int(self._q.value("cache/disk_budget_bytes", DEFAULT_PROMPT_CACHE_BUDGET))
+        except (TypeError, ValueError):
+            return DEFAULT_PROMPT_CACHE_BUDGET
+        return value if value >= 0 else DEFAULT_PROMPT_CACHE_BUDGET
+
+    @prompt_cache_budget_bytes.setter
+    def prompt_cache_budget_bytes(self, nbytes: int) -> None:
+        self._q.setValue("cache/disk_budget_bytes", int(nbytes))
 
     @property
     def last_conversation(self) -> str:

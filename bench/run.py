@@ -19,7 +19,17 @@ same kernels, so they stay meaningful.
 It writes its checkpoint with the test suite's helpers (``tests/support``), so it runs from a
 source checkout only, not from an installed app:
 
-    python bench/run.py [--quick] [--layers N] [--only all|qwen3|hybrid] [--output table.md]
+    python bench/run.py [--quick] [--json] [--layers N] [--only all|qwen3|hybrid] [--output table.md]
+
+``--json`` prints the figures as one JSON object with stable keys (``JSON_KEYS``; a figure this
+run did not measure is null, with the reason under "notes"), the table goes to stderr.
+``--quick`` is a reduced set (short prompts, one run each) that finishes in a few minutes.
+
+Beside the Qwen3 rows, two app-level rows: time to first token when a 4,000+-token chat is
+reopened after a restart (``bench/restart_ttft.py``: fresh processes, restored from the prompt
+cache on disk vs re-prefilled), and tokens per second that reach the transcript through the
+real worker thread, signals and rendering vs the engine alone (``bench/app_path.py``), with the
+cost of one streaming render update at 100 / 2,000 / 10,000 answer tokens.
 
 ``--only hybrid`` runs just the Qwen3.5-shaped rows of ``bench/hybrid.py`` (Qwen3.5-0.8B and a
 35B-A3B-shaped MoE at reduced depth: decode, prefill, and turn-N time to first token vs mlx-lm's
@@ -32,8 +42,10 @@ both sides get the same prompt, sampler and timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
+import json
 import platform
 import statistics
 import sys
@@ -62,7 +74,20 @@ from mlx_backend.loading.quantize import convert  # noqa: E402
 from tests.support.checkpoints import write_random_checkpoint  # noqa: E402
 from tests.support.tokenizers import qwen3_fixtures_available  # noqa: E402
 
-from bench import hybrid  # noqa: E402
+from bench import app_path, hybrid, restart_ttft  # noqa: E402
+
+# The keys of ``--json``, always present (null when not measured; "notes" says why).
+JSON_KEYS = (
+    "decode_ratio",
+    "prefill_ratio",
+    "turn5_ttft_speedup",
+    "peak_memory_ratio",
+    "speculative_speedup",
+    "speculative_vs_mlx_lm",
+    "mtp_speedup",
+    "restart_ttft_speedup",
+    "app_path_ratio",
+)
 
 # Qwen3-0.6B's config.json (the fields that shape compute and memory).
 QWEN3_0_6B = {
@@ -126,6 +151,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a smoke run: 2 layers, 1 run, short prompts (the ratios are not meaningful)",
     )
     parser.add_argument("--output", type=Path, help="also write the markdown table to this file")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the figures as JSON with stable keys (the table goes to stderr)",
+    )
+    parser.add_argument(
+        "--restart-tokens", type=int, default=4200, help="prompt tokens of the chat reopened after a restart"
+    )
+    parser.add_argument(
+        "--app-tokens", type=int, default=1000, help="answer tokens per app-path run (engine alone vs the app)"
+    )
     parser.add_argument(
         "--only",
         choices=("all", "qwen3", "hybrid"),
@@ -321,20 +357,124 @@ def multi_turn(
     )
 
 
+@dataclass
+class Section:
+    """A group of rows: its markdown table, its figures for ``--json``, why some are missing."""
+
+    table: str
+    figures: dict[str, object]
+    notes: dict[str, str]
+
+
+def speculative_section(args: argparse.Namespace, command: str) -> Section:
+    """Placeholder until bench/speculative.py's rows are wired in: its figures are the three
+    speculative keys. Replace this entry of SECTIONS with one that runs them."""
+    reason = "speculative and MTP rows are measured by bench/speculative.py, not wired into this run yet"
+    return Section("", {}, {key: reason for key in ("speculative_speedup", "speculative_vs_mlx_lm", "mtp_speedup")})
+
+
+# Row groups after the Qwen3 rows, in order: name -> function(args, command) -> Section. A group
+# that fills JSON_KEYS returns them in Section.figures.
+SECTIONS: dict[str, Callable[[argparse.Namespace, str], Section]] = {}
+
+
 def run_benchmark(args: argparse.Namespace) -> int:
     command = " ".join(["python bench/run.py", *sys.argv[1:]])
     started = time.perf_counter()
-    tables = []
-    if args.only in ("all", "qwen3"):
-        tables.append(run_qwen3(args, command))
-    if args.only in ("all", "hybrid"):
-        tables.append(run_hybrid(args, command))
-    table = "\n\n".join(tables)
-    print(table)
+    sections: list[Section] = []
+    # With --json, stdout carries the JSON alone: what the libraries print goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        if args.only in ("all", "qwen3"):
+            sections.append(run_qwen3(args, command))
+            sections += [section(args, command) for section in SECTIONS.values()]
+        if args.only in ("all", "hybrid"):
+            sections.append(Section(run_hybrid(args, command), {}, {}))
+    table = "\n\n".join(section.table for section in sections if section.table)
+    figures: dict[str, object] = {key: None for key in JSON_KEYS}
+    notes: dict[str, str] = {}
+    for section in sections:
+        figures.update(section.figures)
+        notes.update(section.notes)
+    for key in JSON_KEYS:
+        if figures[key] is None and key not in notes:
+            notes[key] = f"not measured with --only {args.only}"
+    if args.json:
+        log(table)
+        figures.update(
+            notes={k: v for k, v in notes.items() if figures.get(k) is None},
+            quick=bool(args.quick),
+            command=command,
+            wall_s=round(time.perf_counter() - started, 1),
+        )
+        print(json.dumps(figures, indent=2))
+    else:
+        print(table)
     if args.output:
         args.output.write_text(table + "\n", encoding="utf-8")
     log(f"done in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def restart_section(args: argparse.Namespace, command: str) -> Section:
+    """A 4,000+-token chat reopened in a fresh process: restored from disk vs re-prefilled."""
+    with tempfile.TemporaryDirectory(prefix="qwen-desk-bench-restart-") as tmp:
+        # --quick: the small fast model (a 4,000-token prefill of the bench model takes minutes
+        # on a loaded CPU); the chat keeps its full length either way.
+        folder = app_path.fast_checkpoint(Path(tmp)) if args.quick else build_checkpoint(Path(tmp), args.layers, args.dtype)
+        model = "small random Qwen3" if args.quick else f"{args.layers}-layer Qwen3-0.6B-shaped model"
+        result = restart_ttft.measure(folder, args.restart_tokens, args.runs, log)
+    row = (
+        f"Time to first token reopening a {result.prompt_tokens:,}-token chat after a restart (fresh "
+        f"process; ours: {result.restored_cached_tokens:,} tokens restored from the prompt cache on "
+        f"disk; other column: the same engine re-prefilling it, as mlx-lm would)",
+        f"{result.restored_ttft_s:.2f} s", f"{result.cold_ttft_s:.2f} s",
+        f"{result.speedup:.1f}x faster", ">= 20x",
+    )
+    table = "\n".join([
+        "| Measure | Qwen Desk | Re-prefilled | Ratio | Target |",
+        "|---|---|---|---|---|",
+        f"| {' | '.join(row)} |",
+        "",
+        f"- Restart: {model}; each side is a new Python process "
+        f"that loads the model and answers the chat's next turn ({args.runs} run(s) each, alternating).",
+    ])
+    return Section(table, {"restart_ttft_speedup": round(result.speedup, 2)}, {})
+
+
+def app_path_section(args: argparse.Namespace, command: str) -> Section:
+    """Tokens/s reaching the transcript (real window offscreen, real worker) vs the engine alone."""
+    tokens = min(args.app_tokens, 300) if args.quick else args.app_tokens
+    runs = 2 if args.quick else max(args.runs, 3)
+    app_path.qt_app()
+    with tempfile.TemporaryDirectory(prefix="qwen-desk-bench-app-") as tmp:
+        folder = app_path.fast_checkpoint(Path(tmp))
+        engine = Engine.load(folder)
+        result = app_path.measure(folder, engine, tokens, runs, log)
+        del engine
+    costs = app_path.render_costs()
+    app_tps, engine_tps = statistics.median(result.app_tps), statistics.median(result.engine_tps)
+    rows = [
+        (
+            f"Tokens/s delivered to the transcript ({result.tokens} tokens; offscreen Qt, real "
+            f"worker thread, signals and rendering) vs the engine alone",
+            f"{app_tps:.1f}", f"{engine_tps:.1f} (engine alone)", f"{result.ratio:.3f}", ">= 0.97",
+        ),
+        *app_path.render_cost_rows(costs),
+    ]
+    table = "\n".join([
+        "| Measure | The app | Reference | Ratio | Target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(row)} |" for row in rows),
+        "",
+        f"- App path: a small random Qwen3 (the engine at full speed, so the app's share per token "
+        f"is largest); medians of {runs} alternating runs per side after a warm-up. Render rows: "
+        f"one streaming update of the message view (only the open chunk is rendered again) vs "
+        f"rendering the whole answer, as every update did before.",
+    ])
+    return Section(table, {"app_path_ratio": round(result.ratio, 3)}, {})
+
+
+SECTIONS.update(restart=restart_section, app_path=app_path_section, speculative=speculative_section)
 
 
 def run_hybrid(args: argparse.Namespace, command: str) -> str:
@@ -364,7 +504,7 @@ def run_hybrid(args: argparse.Namespace, command: str) -> str:
     return "\n".join(lines)
 
 
-def run_qwen3(args: argparse.Namespace, command: str) -> str:
+def run_qwen3(args: argparse.Namespace, command: str) -> Section:
     """The Qwen3-0.6B-shaped rows."""
     metal = mx.metal.is_available()
     if args.layers is None:
@@ -447,7 +587,17 @@ def run_qwen3(args: argparse.Namespace, command: str) -> str:
             f"{dec_o / ceiling:.1%}", f"{dec_t / ceiling:.1%}", "", "",
         ),
     ]
-    return render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command)
+    table = render_table(rows, args, weights, bandwidth, question_ids, dec_ours, dec_theirs, chat, command)
+    figures = {
+        "decode_ratio": round(dec_o / dec_t, 4),
+        "prefill_ratio": round(pre_o / pre_t, 4),
+        "turn5_ttft_speedup": round(chat_t / chat_o, 3),
+        "peak_memory_ratio": round(peak_o / peak_t, 4),
+    }
+    notes = {}
+    if args.turns != 5:
+        notes["turn5_ttft_speedup"] = f"measured at turn {args.turns} (--turns)"
+    return Section(table, figures, notes)
 
 
 def render_table(

@@ -6,6 +6,7 @@ import time
 from typing import Any, Optional
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from app.chat.rendering import SafeTextView
@@ -75,6 +76,20 @@ class ThinkingBlock(QWidget):
         self._text = text
         if not self.body.isHidden():
             self._render()
+
+    def append_text(self, text: str) -> None:
+        """Add streamed reasoning: appended to the shown text, not re-rendered whole (a long
+        thought would otherwise cost more on every update). ``set_text`` tidies it at the end."""
+        self._text += text
+        if self.body.isHidden():
+            return
+        document = self.body.document()
+        if document.isEmpty():
+            text = text.lstrip()
+        if text:
+            cursor = QTextCursor(document)
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.insertText(text)
 
     def set_streaming(self, streaming: bool, duration_s: Optional[float] = None) -> None:
         if streaming and not self._streaming:

@@ -1,8 +1,9 @@
 """One message in the transcript: a user bubble, or an assistant answer with its thinking.
 
 An assistant message streams: ``append_thinking``/``append_answer`` add text and a short timer
-re-renders, so a burst of deltas costs one layout. The render interval adapts to how long a
-render takes, keeping the GUI responsive even for very long answers.
+re-renders, so a burst of deltas costs one layout. While streaming, only the answer's open
+chunk is rendered again (``streaming_render``) and thinking is appended, so an update costs the
+same at token 10,000 as at token 100; the finished answer is rendered whole, once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat.rendering import RenderColors, SafeTextView
+from app.chat.streaming_render import StreamingMarkdown
 from app.chat.message_parts import AttachmentChip, MessageActions, ThinkingBlock, duration_words
 from app.chat.store import StoredMessage
 from app.chat.version_switcher import VersionSwitcher
@@ -55,6 +57,8 @@ class MessageView(QFrame):
         self._render_timer.timeout.connect(self._render_now)
         self._render_interval_ms = MIN_RENDER_INTERVAL_MS
         self._streaming = False
+        self._stream_view: Optional[StreamingMarkdown] = None
+        self._thinking_shown = 0  # characters of thinking handed to the thinking block
         self._progress_elsewhere = False
         self._editor: Optional[QWidget] = None
         self.pin_actions = False
@@ -248,6 +252,9 @@ class MessageView(QFrame):
 
     def begin_streaming(self) -> None:
         self._streaming = True
+        self._start_stream_view()
+        if self._answer:  # reopened mid-answer: show what has streamed so far
+            self._render_now()
         self.actions.hide()
         self.note.hide()
         self.prefill_row.show()
@@ -298,6 +305,7 @@ class MessageView(QFrame):
         if self.thinking._streaming:
             self.thinking.set_streaming(False)
         self._render_timer.stop()
+        self._drop_stream_view()
         self._render_now()
         self.set_final(status, stats, error)
         self.actions.setVisible(self.pin_actions or self.underMouse())
@@ -342,7 +350,24 @@ class MessageView(QFrame):
     def set_colors(self, colors: RenderColors) -> None:
         self._colors = colors
         if self.role == "assistant":
+            if self._stream_view is not None:  # sealed chunks were rendered in the old colours
+                self._drop_stream_view()
+                self._start_stream_view()
             self._render_now()
+
+    def _start_stream_view(self) -> None:
+        if self.role != "assistant" or self._stream_view is not None:
+            return
+        self._stream_view = StreamingMarkdown(self._colors, self)
+        self._layout.insertWidget(self._layout.indexOf(self.body), self._stream_view)
+        self.body.hide()
+
+    def _drop_stream_view(self) -> None:
+        if self._stream_view is not None:
+            self._stream_view.hide()
+            self._stream_view.setParent(None)
+            self._stream_view.deleteLater()
+            self._stream_view = None
 
     def _schedule_render(self) -> None:
         if not self._render_timer.isActive():
@@ -350,10 +375,17 @@ class MessageView(QFrame):
 
     def _render_now(self) -> None:
         started = time.perf_counter()
-        self.body.setVisible(bool(self._answer) or not self._thinking_text)
-        self.body.set_markdown(self._answer, self._colors)
-        if self._thinking_text:
-            self.thinking.set_text(self._thinking_text)
+        shown = bool(self._answer) or not self._thinking_text
+        if self._stream_view is not None:
+            self._stream_view.setVisible(shown)
+            self._stream_view.update_text(self._answer)
+            self.thinking.append_text(self._thinking_text[self._thinking_shown :])
+        else:
+            self.body.setVisible(shown)
+            self.body.set_markdown(self._answer, self._colors)
+            if self._thinking_text:
+                self.thinking.set_text(self._thinking_text)
+        self._thinking_shown = len(self._thinking_text)
         # Long answers take longer to lay out: render less often rather than stall the GUI.
         cost_ms = (time.perf_counter() - started) * 1000
         self._render_interval_ms = int(min(MAX_RENDER_INTERVAL_MS, max(MIN_RENDER_INTERVAL_MS, 4 * cost_ms)))

@@ -1,5 +1,5 @@
 """The Settings window (Cmd+,): system prompt, sampling, theme, menu bar only, Quick Ask shortcut,
-the local server.
+the local server, the prompt cache on disk.
 
 Like a Mac settings window, every change applies at once (no OK button): each control writes
 its setting and ``settingChanged(name)`` tells the app to act on it (re-theme, hide the Dock
@@ -32,7 +32,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.paths import prompt_cache_dir
 from app.settings import SAMPLING_PRESETS, Settings
+from app.window.prompt_cache_controls import PromptCacheControls
 from app.quick_ask.tray import parse_shortcut
 
 THEME_CHOICES: tuple[tuple[str, str], ...] = (("system", "Use System Setting"), ("light", "Light"), ("dark", "Dark"))
@@ -47,6 +49,7 @@ QUICK_ASK_SHORTCUT = "quick_ask_shortcut"
 SERVER_ENABLED = "server_enabled"
 SERVER_PORT = "server_port"
 SERVER_NETWORK = "server_allow_network"
+PROMPT_CACHE_BUDGET = "prompt_cache_budget_bytes"
 SERVER_SETTINGS = (SERVER_ENABLED, SERVER_PORT, SERVER_NETWORK)
 
 # Registers a global shortcut ("" = none); returns why it could not, or "".
@@ -133,6 +136,8 @@ class PreferencesDialog(QDialog):
         self._show_shortcut_hint()
 
         self._build_server_controls(server)
+        self.prompt_cache = PromptCacheControls(settings, prompt_cache_dir(), self)
+        self.prompt_cache.changed.connect(lambda: self.settingChanged.emit(PROMPT_CACHE_BUDGET))
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -172,6 +177,9 @@ class PreferencesDialog(QDialog):
         form.addRow(self.server_key_label, key_row)
         form.addRow("", self.server_hint)
         form.addRow("", self.server_status)
+        form.addItem(_gap())
+        form.addRow("Prompt cache on disk:", self.prompt_cache)
+        form.addRow("", _hint(self, "Long chats reopen fast after a restart. A new limit applies when a model is next loaded."))
         self._show_server()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)

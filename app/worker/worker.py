@@ -125,9 +125,12 @@ def chat_job(request: ChatRequest) -> Job:
 
 def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> InferenceEngine:
     from app.paths import prompt_cache_dir
+    from app.settings import Settings
     from mlx_backend.generation.engine import Engine  # imported on the worker thread: MLX stays off the GUI
 
-    return Engine.load(path_or_repo, progress=progress, disk_cache_folder=prompt_cache_dir())
+    budget = Settings().prompt_cache_budget_bytes  # Settings > Prompt cache on disk; 0 = Off
+    folder = prompt_cache_dir() if budget > 0 else None
+    return Engine.load(path_or_repo, progress=progress, disk_cache_folder=folder, disk_cache_budget_bytes=budget)
 
 
 def _default_self_check() -> object:
