@@ -95,6 +95,11 @@ class ChatController(QObject):
     def generating(self) -> bool:
         return self._turn is not None
 
+    @property
+    def streaming_conversation_id(self) -> Optional[str]:
+        """The conversation whose answer is streaming (None: none is)."""
+        return self._turn.conversation_id if self._turn is not None else None
+
     def set_job_builder(self, builder: Optional[JobBuilder]) -> None:
         self._job_builder = builder
 
@@ -110,8 +115,13 @@ class ChatController(QObject):
         if turn is not None and turn.conversation_id == conversation_id:
             view = self._transcript.view_for(turn.message_id)
             if view is not None:
-                view.begin_streaming()
-                view.show_prefill(0, 0, None)
+                view.begin_streaming()  # the answer so far (saved above) and its reading row
+                if turn.progress_label:
+                    view.set_progress_shown_elsewhere(turn.progress_label)
+                elif turn.prefill is not None:
+                    view.show_prefill(*turn.prefill)
+                if turn.answer or turn.thinking:
+                    view.prefill_row.hide()
         self._transcript.set_busy(self._turn is not None and self._turn.conversation_id == conversation_id)
         if conversation_id:
             self._settings.last_conversation = conversation_id
@@ -156,7 +166,8 @@ class ChatController(QObject):
             return
         self._store.delete_messages_from(self._conversation_id, message_id)
         self._transcript.remove_from(message_id)
-        self._start_turn()
+        # The same prompt again: the replaced answer's prompt is this one's size.
+        self._start_turn(prompt_floor=int((message.stats or {}).get("prompt_tokens") or 0))
 
     def edit_and_resend(self, message_id: int, text: str) -> None:
         """Replace a user message (and everything after it) with ``text`` and answer it."""
@@ -172,11 +183,13 @@ class ChatController(QObject):
         self._transcript.add_message(replacement)
         self._start_turn()
 
-    def import_exchange(self, question: str, answer: str) -> str:
-        """Store a finished question and answer (e.g. from Quick Ask) as a new chat and open it."""
+    def import_exchange(self, question: str, answer: str, *, stopped: bool = False) -> str:
+        """Store a finished question and answer (e.g. from Quick Ask) as a new chat and open it;
+        ``stopped``: the user stopped that answer (it keeps its label)."""
         conversation = self._store.create_conversation(title_from(question), model=self._worker.model_name or None)
         self._store.add_message(conversation.id, "user", question)
-        self._store.add_message(conversation.id, "assistant", answer)
+        self._store.add_message(conversation.id, "assistant", answer, status="interrupted" if stopped else "complete",
+                                stats={"finish_reason": "cancelled"} if stopped else None)
         self.conversationsChanged.emit()
         self.open_conversation(conversation.id)
         return conversation.id
@@ -208,7 +221,7 @@ class ChatController(QObject):
             preserve_thinking=reasoning.preserve_thinking,
         )
 
-    def _start_turn(self) -> None:
+    def _start_turn(self, prompt_floor: int = 0) -> None:
         assert self._conversation_id is not None
         history = self._store.messages(self._conversation_id)
         request = self.build_request(history)
@@ -224,7 +237,8 @@ class ChatController(QObject):
         if turn_job.progress_label:
             view.set_progress_shown_elsewhere(turn_job.progress_label)
         handle = self._worker.submit(turn_job.job, name="chat")
-        turn = StreamingTurn(handle, self._conversation_id, placeholder.id, prompt_floor=last_prompt_tokens(history))
+        turn = StreamingTurn(handle, self._conversation_id, placeholder.id, prompt_floor=max(prompt_floor, last_prompt_tokens(history)))
+        turn.progress_label = turn_job.progress_label
         handle.started.connect(lambda: self._on_job_started(turn))
         handle.event.connect(lambda event: self._on_job_event(turn, event))
         handle.failed.connect(lambda message: self._on_job_failed(turn, message))
@@ -267,6 +281,9 @@ class ChatController(QObject):
             if view:
                 view.append_thinking(event.text)
         elif isinstance(event, PrefillProgress):
+            turn.prefill = (event.done, event.total, event.eta_s)
+            if turn.reading_started_at is None:
+                turn.reading_started_at = time.monotonic()
             if view:
                 view.show_prefill(event.done, event.total, event.eta_s)
             if turn.prompt_tokens is None and event.total > 0:
@@ -302,7 +319,8 @@ class ChatController(QObject):
         if turn.prompt_tokens is not None:
             stats["prompt_tokens"] = turn.prompt_tokens
         if turn.first_delta_at is not None:
-            stats["ttft_s"] = turn.first_delta_at - turn.started_at
+            # Timed like the engine's: from when it began reading this prompt.
+            stats["ttft_s"] = turn.first_delta_at - (turn.reading_started_at or turn.started_at)
             elapsed = now - turn.first_delta_at
             if turn.deltas > 1 and elapsed > 0:
                 # Like the engine: the tokens after the first over the time they took.
@@ -327,6 +345,9 @@ class ChatController(QObject):
         else:
             status = "complete"
         stats = dict(turn.stats or {})
+        if status == "interrupted":
+            # The user stopped it: "Stopped". A kill leaves no finish reason: "Interrupted".
+            stats["finish_reason"] = "cancelled"
         if turn.thinking_s is not None:
             stats["thinking_s"] = round(turn.thinking_s, 2)
         self._store.update_message(

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.escape_clears import EscapeClears
 from app.chat.store import Conversation, ConversationStore
 
 ID_ROLE = Qt.ItemDataRole.UserRole
@@ -54,6 +55,7 @@ class ConversationList(QWidget):
         self.search.setObjectName("SidebarSearch")
         self.search.setPlaceholderText("Search")
         self.search.setClearButtonEnabled(True)
+        self._escape_clears = EscapeClears(self.search)
         self._search_timer = QTimer(self)
         self._search_timer.setSingleShot(True)
         self._search_timer.setInterval(150)
