@@ -325,6 +325,21 @@ def test_the_window_menu_opens_quick_ask_without_a_tray(qtbot, make_client, tmp_
         quick_ask.shutdown()
 
 
+def test_one_click_sends_the_clipboard_as_the_questions_context(qtbot, make_client):
+    engine = ScriptedEngine([AnswerDelta("It says hello.")])
+    client = make_client(engine)
+    popup = _popup(qtbot, client)
+    popup.popup_at(QRect())
+    QGuiApplication.clipboard().setText("Bonjour tout le monde")
+    qtbot.mouseClick(popup.clipboard_button, Qt.MouseButton.LeftButton)
+    assert popup.clipboard_button.isChecked() and "clipboard" in popup.status_label.text()
+    _answer_and_wait(qtbot, popup, "What does this say?")
+    [request] = engine.requests
+    content = request.messages[-1].content
+    assert content.startswith("What does this say?") and "Bonjour tout le monde" in content
+    assert "tok/s" in popup.status_label.text()  # the speed is shown when it ends
+
+
 # --- the platform layer (app/tray.py): what can be checked without a Mac ---------------------
 
 def test_shortcuts_map_to_carbon_key_codes_and_modifiers(qapp):

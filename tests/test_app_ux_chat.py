@@ -420,3 +420,23 @@ def test_settings_and_quick_ask_have_shortcuts_on_every_platform(qtbot, env) -> 
     assert action in window.actions()  # works with the menu bar hidden
     with qtbot.waitSignal(window.quickAskRequested, timeout=1000):
         action.trigger()
+
+
+class SlowStartEngine(GatedEngine):
+    """Spends a while before it starts reading the prompt (e.g. loading a prompt cache from disk),
+    which the engine's TTFT does not count."""
+
+    def stream(self, request, cancel) -> Iterator[object]:
+        import time
+
+        time.sleep(0.4)
+        yield from super().stream(request, cancel)
+
+
+def test_the_live_ttft_is_timed_like_the_engines(qtbot, env) -> None:
+    window = make_window(qtbot, env, SlowStartEngine())
+    live: list[float] = []
+    window.chat.liveStatsChanged.connect(lambda s: "ttft_s" in s and live.append(s["ttft_s"]))
+    send(qtbot, window, "Hi")
+    qtbot.waitUntil(lambda: not window.chat.generating, timeout=10_000)
+    assert live and live[0] < 0.3  # from when reading began, not from the job's start

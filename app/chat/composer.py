@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QKeyEvent, QTextOption
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QPalette, QTextOption
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.attach_icon import paperclip_icon
 from app.window.icons import file_icon_label
 from app.chat.store import Attachment
 
@@ -113,7 +114,7 @@ class Composer(QFrame):
         self.send_button.clicked.connect(self._on_button)
         self.attach_button = QToolButton(self)
         self.attach_button.setObjectName("AttachButton")
-        self.attach_button.setText("\U0001F4CE")  # paperclip
+        self._paint_attach_icon()
         self.attach_button.setAutoRaise(True)
         self.attach_button.setFixedSize(QSize(30, 30))
         self.attach_button.setCursor(Qt.CursorShape.PointingHandCursor)
@@ -149,6 +150,15 @@ class Composer(QFrame):
         layout.addLayout(row)
         layout.addWidget(self.hint)
         self._update_button()
+
+    def _paint_attach_icon(self) -> None:
+        self.attach_button.setIcon(paperclip_icon(self.palette().color(QPalette.ColorRole.PlaceholderText)))
+        self.attach_button.setIconSize(QSize(18, 18))
+
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._paint_attach_icon()  # light/dark
+        super().changeEvent(event)
 
     # ------------------------------------------------------------------ API
     @property

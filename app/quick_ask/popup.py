@@ -67,9 +67,12 @@ class QuickAskOptions:
     sampling: Optional[SamplingParams] = None  # None: Qwen's recommended preset
     seed: Optional[int] = None
 
-    def request_for(self, question: str) -> ChatRequest:
+    def request_for(self, question: str, context: str = "") -> ChatRequest:
+        content = question
+        if context.strip():  # e.g. the clipboard: the text the question is about
+            content = f"{question}\n\n<context>\n{context.strip()}\n</context>"
         return ChatRequest(
-            messages=history_messages(self.system_prompt, ()) + (ChatMessage("user", question),),
+            messages=history_messages(self.system_prompt, ()) + (ChatMessage("user", content),),
             conversation_id=None,  # one-off question: nothing worth keeping in the prompt cache
             enable_thinking=self.enable_thinking,
             sampling=self.sampling,
@@ -136,6 +139,12 @@ class QuickAskPopup(QWidget):
         self.status_label = QLabel(self)
         self.status_label.setObjectName("QuickAskStatus")
         self.status_label.setWordWrap(True)
+        # One click: the clipboard's text goes with the question as its context.
+        self.clipboard_button = QPushButton("Use Clipboard", self)
+        self.clipboard_button.setCheckable(True)
+        self.clipboard_button.setToolTip("Ask about the text on the clipboard")
+        self.clipboard_button.toggled.connect(self._on_clipboard_toggled)
+        self._context = ""
         self.stop_button = QPushButton("Stop", self)
         self.stop_button.clicked.connect(self.stop)
         self.copy_button = QPushButton("Copy", self)
@@ -145,10 +154,11 @@ class QuickAskPopup(QWidget):
         self.open_button.setToolTip("Continue this as a chat in the main window")
         self.open_button.clicked.connect(self.hand_over)
 
-        for button in (self.stop_button, self.copy_button, self.open_button):
+        for button in (self.clipboard_button, self.stop_button, self.copy_button, self.open_button):
             button.setObjectName("SecondaryButton")  # the app's flat buttons (app/theme.py)
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
+        buttons.addWidget(self.clipboard_button)
         buttons.addWidget(self.status_label, 1)
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.copy_button)
@@ -199,7 +209,7 @@ class QuickAskPopup(QWidget):
         if self._scroll.isHidden():
             self._scroll.show()  # its full height now, not bit by bit as the answer grows
             self.adjustSize()
-        request = self._options_provider().request_for(question)
+        request = self._options_provider().request_for(question, self._context)
         job = self._worker.submit(chat_job(request), name="quick-ask")
         # A stopped question's job may still be winding down: only the current one speaks.
         job.started.connect(lambda: job is self._job and self._set_status("Reading\u2026"))
@@ -210,6 +220,19 @@ class QuickAskPopup(QWidget):
         self._set_status("Waiting for the model\u2026")
         self._update_controls()
         return job
+
+    @property
+    def context(self) -> str:
+        """The text sent with the question as its context ("" for none)."""
+        return self._context
+
+    def _on_clipboard_toggled(self, on: bool) -> None:
+        self._context = QGuiApplication.clipboard().text() if on else ""
+        if on and not self._context.strip():
+            self.clipboard_button.setChecked(False)
+            self._set_status("The clipboard holds no text")
+            return
+        self._set_status(f"With the clipboard ({len(self._context):,} characters)" if on else "")
 
     def stop(self) -> None:
         if self._job is not None:
@@ -298,6 +321,7 @@ class QuickAskPopup(QWidget):
     def _update_controls(self) -> None:
         answering = self.is_answering()
         self.stop_button.setVisible(answering)
+        self.clipboard_button.setVisible(not answering)
         self.copy_button.setVisible(not answering)
         self.open_button.setVisible(not answering)
         self.copy_button.setEnabled(bool(self._answer))
