@@ -153,6 +153,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
     theme.changed.connect(window.apply_theme)
     _attach_documents(window, worker, file_opens)
     quick_ask = _attach_quick_ask(app, window, worker, settings)
+    window.menus.quick_ask_action.setEnabled(quick_ask is not None)
     local_server = _attach_local_server(window, worker, settings)
     apply_menu_bar_only(app, settings, quick_ask, at_start=True)
 
