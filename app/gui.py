@@ -46,6 +46,10 @@ def _attach_documents(window: MainWindow, worker: WorkerClient, file_opens) -> N
         file_opens.start_delivering()
         return
     file_opens.files_opened.connect(documents.open_files)
+    window.documentsChosen.connect(documents.open_files)  # File > Open..., the paperclip
+    from app.documents.drop_highlight import DropHighlight
+
+    window.drop_highlight = DropHighlight(window.transcript.parentWidget(), documents.drop_filter)
     file_opens.start_delivering()
 
 
@@ -68,6 +72,7 @@ def _attach_quick_ask(app: QApplication, window: MainWindow, worker: WorkerClien
         return None
     quick_ask.open_in_main_window.connect(window.start_chat_from_quick_ask)
     quick_ask.show_main_window.connect(window.bring_to_front)
+    window.quickAskRequested.connect(quick_ask.show_popup)  # Window > Quick Ask, no tray needed
     quick_ask.quit_requested.connect(app.quit)
     shortcut_applier = None
     if tray.GlobalShortcut.supported():  # macOS only
@@ -170,6 +175,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
     theme.changed.connect(window.apply_theme)
     _attach_documents(window, worker, file_opens)
     quick_ask = _attach_quick_ask(app, window, worker, settings)
+    window.menus.quick_ask_action.setEnabled(quick_ask is not None)
     local_server = _attach_local_server(window, worker, settings)
     apply_menu_bar_only(app, settings, quick_ask, at_start=True)
 

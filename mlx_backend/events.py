@@ -6,7 +6,7 @@ Everything here is plain data (no MLX, no Qt) so both sides can import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Optional, Union
 
 Role = Literal["system", "user", "assistant", "tool"]

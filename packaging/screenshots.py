@@ -21,6 +21,8 @@ at a fixed point, so every picture is the same on every run. Writes:
 - answer-code-{light,dark}[-small].png: highlighted code blocks with their Copy buttons
 - answer-math-{light,dark}[-small].png: LaTeX, an aligned table and a block quote
   (``--only markdown`` takes just these; ``-small`` is an 800x500 window)
+- ux-*.png (``--only ux``): the composer's paperclip and the drop highlight, Send waiting for a
+  model, a document plan in an 800x500 window, and the Window menu's Quick Ask; light and dark
 - chat-settings-{light,dark}[-small].png: the Chat Settings sheet (Cmd+;) with Advanced open,
   over the window (full size, and -small: 800x500)
 - answer-versions-{light,dark}[-small].png: a regenerated answer with its ‹ 2/2 › arrows, the
@@ -668,10 +670,105 @@ def _shown_answer(window) -> int:
     return len(views[-1].answer_text) if views else 0
 
 
+def capture_ux(out_dir: Path) -> list[Path]:
+    """Issue 14's views, at 800x500 and full size, light and dark."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.chat.store import ConversationStore
+    from app.documents.controller import DocumentController
+    from app.documents.drop_highlight import DropHighlight
+    from app.gui import configure_application_identity
+    from app.settings import Settings
+    from app.window.main_window import MainWindow
+    from app.window.theme import ThemeManager
+    from app.worker.worker import WorkerClient
+    from mlx_backend.documents.summary import SummaryOptions
+
+    configure_application_identity()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    theme = ThemeManager(app, "light")
+    data = Path(os.environ["QWEN_DESK_DATA_DIR"])
+    (data / "ux").mkdir(exist_ok=True)
+    store = ConversationStore(data / "ux" / "conversations.sqlite3")
+    conversation = store.create_conversation(HISTORY[0][0])
+    store.add_message(conversation.id, "user", HISTORY[0][0])
+    store.add_message(conversation.id, "assistant", HISTORY[0][1])
+    settings = Settings()
+    written: list[Path] = []
+
+    def shot(widget, name: str) -> None:
+        _settle(300)
+        written.append(out_dir / f"{name}.png")
+        widget.grab().save(str(written[-1]))
+
+    # No model yet: Send is off and says why.
+    idle = WorkerClient(engine_loader=lambda path, progress: None)
+    window = MainWindow(store, idle, settings)
+    theme.changed.connect(window.apply_theme)
+    window.resize(800, 500)
+    window.show()
+    window.composer.set_text("Hello")
+    for name in ("light", "dark"):
+        theme.set_theme(name)
+        shot(window, f"ux-no-model-{name}")
+    window.close()
+    idle.shutdown()
+
+    engine = DocumentDemoEngine()
+    worker = WorkerClient(engine_loader=lambda path, progress: engine)
+    window = MainWindow(store, worker, settings)
+    theme.changed.connect(window.apply_theme)
+    documents = DocumentController(window.chat, window.composer, worker, drop_targets=(window.transcript,),
+                                   place_panel=window.add_bottom_panel, system_prompt=lambda: "",
+                                   options=SummaryOptions(budget_bytes=DEMO_BUDGET_BYTES), clock=engine.clock,
+                                   parent=window)
+    highlight = DropHighlight(window.transcript.parentWidget(), documents.drop_filter)
+    window.show()
+    worker.load_model("mlx-community/Qwen3-8B-4bit")
+    _wait(lambda: worker.model_info is not None)
+    window.chat.open_conversation(conversation.id)
+    try:
+        for size, label in (((1180, 860), "full"), ((800, 500), "800x500")):
+            window.resize(*size)
+            for name in ("light", "dark"):
+                theme.set_theme(name)
+                highlight.set_active(True)
+                shot(window, f"ux-drop-{label}-{name}")
+                highlight.set_active(False)
+        theme.set_theme("light")
+        window.new_chat()
+        with tempfile.TemporaryDirectory(prefix="qwen-desk-doc-") as folder:
+            documents.open_files([str(write_demo_pdf(Path(folder)))])
+            _wait(lambda: documents.plan_panel.plan is not None, timeout_s=60)
+            for size, label in (((800, 500), "800x500"), ((1180, 860), "full")):
+                window.resize(*size)
+                for name in ("light", "dark"):
+                    theme.set_theme(name)
+                    shot(window, f"ux-plan-{label}-{name}")
+        documents.dismiss()
+        theme.set_theme("light")
+        window.resize(800, 500)
+        menu = window.menus.quick_ask_action.associatedObjects()
+        window_menu = next(m for m in menu if hasattr(m, "popup") and m is not window)
+        window_menu.popup(window.mapToGlobal(window.rect().center()))
+        shot(window_menu, "ux-window-menu")
+        window_menu.hide()
+    finally:
+        window.close()
+        worker.shutdown()
+        store.close()
+    from quick_ask_screenshot import capture_quick_ask  # beside this script (sys.path[0])
+
+    for name in ("light", "dark"):
+        written.append(capture_quick_ask(out_dir, name))  # the fixed-height popup
+    theme.set_theme("light")
+    return written
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
-    parser.add_argument("--only", choices=("markdown", "chat-history"), default="", help="take only these views")
+    parser.add_argument("--only", choices=("markdown", "chat-history", "ux"), default="", help="take only these views")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
@@ -684,10 +781,12 @@ def main() -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         if args.only == "chat-history":
             paths = capture_chat_history(args.out)
+        elif args.only == "ux":
+            paths = capture_ux(args.out)
         elif args.only:
             paths = capture(args.out, args.only)
         else:
-            paths = capture(args.out) + capture_chat_history(args.out)
+            paths = capture(args.out) + capture_chat_history(args.out) + capture_ux(args.out)
         for path in paths:
             print(path)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -202,7 +203,7 @@ def test_open_in_main_window_hands_over_question_and_answer(qtbot, make_client):
     with qtbot.waitSignal(popup.open_in_main_window, timeout=2000) as handed:
         qtbot.mouseClick(popup.open_button, Qt.MouseButton.LeftButton)
 
-    assert handed.args == ["Hand me over", "An answer."]
+    assert handed.args == ["Hand me over", "An answer.", "complete"]
     assert not popup.isVisible()
 
 
@@ -259,8 +260,84 @@ def test_controller_toggles_the_popup_and_forwards_the_hand_over(qtbot, make_cli
     _answer_and_wait(qtbot, controller.popup, "via the controller")
     with qtbot.waitSignal(controller.open_in_main_window, timeout=2000) as handed:
         controller.popup.hand_over()
-    assert handed.args == ["via the controller", "ok"]
+    assert handed.args == ["via the controller", "ok", "complete"]
     controller.shutdown()
+
+
+def test_the_popup_keeps_its_size_while_the_answer_streams_so_stop_stays_put(qtbot, make_client):
+    class Paced(ScriptedEngine):  # one paragraph every 20 ms: the answer grows on screen
+        def stream(self, request, cancel):
+            for event in super().stream(request, cancel):
+                time.sleep(0.02)
+                yield event
+
+    lines = [AnswerDelta(f"Line {n} of a long answer that keeps coming.\n\n") for n in range(40)]
+    engine = Paced(lines, hold_until_cancelled=True)
+    client = make_client(engine)
+    popup = _popup(qtbot, client)
+    popup.popup_at(QRect())
+    job = popup.ask("Write a lot")
+    qtbot.waitUntil(lambda: popup.stop_button.isVisible() and bool(popup.answer), timeout=5000)
+    qtbot.wait(50)
+    height, stop_at = popup.height(), popup.stop_button.mapToGlobal(popup.stop_button.rect().center())
+
+    qtbot.waitUntil(lambda: popup.answer.count("Line") == 40, timeout=5000)
+    qtbot.wait(150)  # rendered
+    assert popup.height() == height
+    assert popup.stop_button.mapToGlobal(popup.stop_button.rect().center()) == stop_at
+    bar = popup._scroll.verticalScrollBar()
+    assert bar.maximum() > 0  # the long answer scrolls inside the popup
+    with qtbot.waitSignal(job.finished, timeout=5000):
+        popup.stop()
+
+
+def test_a_stopped_answer_is_handed_over_as_stopped(qtbot, make_client):
+    engine = ScriptedEngine([AnswerDelta("Half")], hold_until_cancelled=True)
+    client = make_client(engine)
+    popup = _popup(qtbot, client)
+    popup.popup_at(QRect())
+    job = popup.ask("Stop me")
+    qtbot.waitUntil(lambda: popup.answer == "Half", timeout=5000)
+    with qtbot.waitSignal(job.finished, timeout=5000):
+        popup.stop()
+    with qtbot.waitSignal(popup.open_in_main_window, timeout=2000) as handed:
+        popup.hand_over()
+    assert handed.args == ["Stop me", "Half", "stopped"]
+
+
+def test_the_window_menu_opens_quick_ask_without_a_tray(qtbot, make_client, tmp_path, monkeypatch):
+    from app.chat.store import ConversationStore
+    from app.gui import _attach_quick_ask
+    from app.settings import Settings
+    from app.window.main_window import MainWindow
+    from PySide6.QtWidgets import QApplication
+
+    monkeypatch.setenv("QWEN_DESK_DATA_DIR", str(tmp_path))
+    client = make_client(ScriptedEngine([AnswerDelta("ok")]))
+    window = MainWindow(ConversationStore(tmp_path / "chats.db"), client, Settings())
+    qtbot.addWidget(window)
+    quick_ask = _attach_quick_ask(QApplication.instance(), window, client, Settings())
+    assert quick_ask is not None
+    try:
+        window.menus.quick_ask_action.trigger()
+        qtbot.waitUntil(quick_ask.popup.isVisible, timeout=2000)
+    finally:
+        quick_ask.shutdown()
+
+
+def test_one_click_sends_the_clipboard_as_the_questions_context(qtbot, make_client):
+    engine = ScriptedEngine([AnswerDelta("It says hello.")])
+    client = make_client(engine)
+    popup = _popup(qtbot, client)
+    popup.popup_at(QRect())
+    QGuiApplication.clipboard().setText("Bonjour tout le monde")
+    qtbot.mouseClick(popup.clipboard_button, Qt.MouseButton.LeftButton)
+    assert popup.clipboard_button.isChecked() and "clipboard" in popup.status_label.text()
+    _answer_and_wait(qtbot, popup, "What does this say?")
+    [request] = engine.requests
+    content = request.messages[-1].content
+    assert content.startswith("What does this say?") and "Bonjour tout le monde" in content
+    assert "tok/s" in popup.status_label.text()  # the speed is shown when it ends
 
 
 # --- the platform layer (app/tray.py): what can be checked without a Mac ---------------------

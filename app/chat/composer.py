@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QKeyEvent, QTextOption
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
+from PySide6.QtGui import QKeyEvent, QPalette, QTextOption
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.chat.attach_icon import paperclip_icon
 from app.window.icons import file_icon_label
 from app.chat.store import Attachment
 
@@ -92,11 +93,17 @@ class Composer(QFrame):
     submitted = Signal(str, list)
     stopRequested = Signal()
     attachmentsChanged = Signal(list)
+    # The paperclip: the window asks which files to attach (File > Open... does the same).
+    attachRequested = Signal()
+    # The "Manage Models" link shown while no model is loaded.
+    manageModelsRequested = Signal()
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.setObjectName("Composer")
         self._generating = False
+        self._model_ready = True
+        self._not_ready_reason = ""
         self._attachments: list[Attachment] = []
         self.edit = ComposerEdit(self)
         self.send_button = QPushButton("\u2191", self)
@@ -105,6 +112,21 @@ class Composer(QFrame):
         self.send_button.setCursor(Qt.CursorShape.PointingHandCursor)
         self.send_button.setToolTip("Send (Return)")
         self.send_button.clicked.connect(self._on_button)
+        self.attach_button = QToolButton(self)
+        self.attach_button.setObjectName("AttachButton")
+        self._paint_attach_icon()
+        self.attach_button.setAutoRaise(True)
+        self.attach_button.setFixedSize(QSize(30, 30))
+        self.attach_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.attach_button.setToolTip("Attach documents\u2026 (or drop files on the window)")
+        self.attach_button.setAccessibleName("Attach documents")
+        self.attach_button.clicked.connect(self.attachRequested)
+        # Why Send is off (no model, or one loading), with a way to get one.
+        self.hint = QLabel(self)
+        self.hint.setObjectName("ComposerHint")
+        self.hint.setTextFormat(Qt.TextFormat.RichText)
+        self.hint.linkActivated.connect(lambda _link: self.manageModelsRequested.emit())
+        self.hint.hide()
         self.edit.submitted.connect(self.submit)
         self.edit.textChanged.connect(self._update_button)
 
@@ -118,6 +140,7 @@ class Composer(QFrame):
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(8)
+        row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignBottom)
         row.addWidget(self.edit, 1)
         row.addWidget(self.send_button, 0, Qt.AlignmentFlag.AlignBottom)
         layout = QVBoxLayout(self)
@@ -125,7 +148,17 @@ class Composer(QFrame):
         layout.setSpacing(6)
         layout.addWidget(self._chips)
         layout.addLayout(row)
+        layout.addWidget(self.hint)
         self._update_button()
+
+    def _paint_attach_icon(self) -> None:
+        self.attach_button.setIcon(paperclip_icon(self.palette().color(QPalette.ColorRole.PlaceholderText)))
+        self.attach_button.setIconSize(QSize(18, 18))
+
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._paint_attach_icon()  # light/dark
+        super().changeEvent(event)
 
     # ------------------------------------------------------------------ API
     @property
@@ -178,6 +211,16 @@ class Composer(QFrame):
         self.send_button.style().polish(self.send_button)
         self._update_button()
 
+    def set_model_ready(self, ready: bool, reason: str = "Load a model first") -> None:
+        """No model (or one still loading): typing is kept, sending waits, the hint says why."""
+        self._model_ready = ready
+        self._not_ready_reason = "" if ready else reason
+        self._update_button()
+
+    @property
+    def model_ready(self) -> bool:
+        return self._model_ready
+
     @property
     def generating(self) -> bool:
         return self._generating
@@ -185,7 +228,7 @@ class Composer(QFrame):
     def submit(self) -> None:
         """Send what is typed (ignored while an answer streams or when there is nothing)."""
         text = self.text.strip()
-        if self._generating or not (text or self._attachments):
+        if self._generating or not self._model_ready or not (text or self._attachments):
             return
         attachments = self.attachments
         self.edit.clear()
@@ -202,4 +245,14 @@ class Composer(QFrame):
             self.submit()
 
     def _update_button(self) -> None:
-        self.send_button.setEnabled(self._generating or bool(self.text.strip() or self._attachments))
+        has_content = bool(self.text.strip() or self._attachments)
+        self.send_button.setEnabled(self._generating or (self._model_ready and has_content))
+        if self._generating:
+            return
+        if self._model_ready:
+            self.send_button.setToolTip("Send (Return)")
+            self.hint.hide()
+            return
+        self.send_button.setToolTip(self._not_ready_reason)
+        self.hint.setText(f"{self._not_ready_reason} \u2014 <a href=\"manage\">Manage Models\u2026</a>")
+        self.hint.setVisible(has_content)

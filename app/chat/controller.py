@@ -31,7 +31,7 @@ from app.chat.chat_settings import (
 from app.chat.history import history_messages
 from app.chat.message_view import MessageView
 from app.chat.reasoning import reasoning_options
-from app.chat.store import DEFAULT_TITLE, Attachment, ConversationStore, StoredMessage
+from app.chat.store import Attachment, ConversationStore, StoredMessage
 from app.chat.transcript import TranscriptView
 from app.chat.turns import (
     JobBuilder,
@@ -108,6 +108,11 @@ class ChatController(QObject):
     def generating(self) -> bool:
         return self._turn is not None
 
+    @property
+    def streaming_conversation_id(self) -> Optional[str]:
+        """The conversation whose answer is streaming (None: none is)."""
+        return self._turn.conversation_id if self._turn is not None else None
+
     def set_job_builder(self, builder: Optional[JobBuilder]) -> None:
         self._job_builder = builder
 
@@ -139,8 +144,13 @@ class ChatController(QObject):
         if turn is not None and turn.conversation_id == conversation_id:
             view = self._transcript.view_for(turn.message_id)
             if view is not None:
-                view.begin_streaming()
-                view.show_prefill(0, 0, None)
+                view.begin_streaming()  # the answer so far (saved above) and its reading row
+                if turn.progress_label:
+                    view.set_progress_shown_elsewhere(turn.progress_label)
+                elif turn.prefill is not None:
+                    view.show_prefill(*turn.prefill)
+                if turn.answer or turn.thinking:
+                    view.prefill_row.hide()
         self._transcript.set_busy(self._turn is not None and self._turn.conversation_id == conversation_id)
         if conversation_id:
             self._settings.last_conversation = conversation_id
@@ -197,7 +207,9 @@ class ChatController(QObject):
             kept = sorted(versions - {message_id})
             version_of = kept[-1] if kept else None
         self._transcript.remove_from(message_id)
-        self._start_turn(version_of=version_of, leave_out=versions)
+        # The same prompt again: the replaced answer's prompt is this one's size.
+        prompt_floor = int((message.stats or {}).get("prompt_tokens") or 0)
+        self._start_turn(version_of=version_of, leave_out=versions, prompt_floor=prompt_floor)
 
     def choose_version(self, message_id: int) -> None:
         """Show (and from now on send) this version of its answer."""
@@ -226,11 +238,14 @@ class ChatController(QObject):
         self._transcript.add_message(replacement)
         self._start_turn()
 
-    def import_exchange(self, question: str, answer: str) -> str:
-        """Store a finished question and answer (e.g. from Quick Ask) as a new chat and open it."""
+    def import_exchange(self, question: str, answer: str, *, stopped: bool = False) -> str:
+        """Store a finished question and answer (e.g. from Quick Ask) as a new chat and open it;
+        ``stopped``: the user stopped that answer (it keeps its label)."""
         conversation = self._store.create_conversation(title_from(question), model=self._worker.model_name or None)
         self._store.add_message(conversation.id, "user", question)
-        self._store.add_message(conversation.id, "assistant", answer, model=self._worker.model_name or None)
+        self._store.add_message(conversation.id, "assistant", answer, model=self._worker.model_name or None,
+                                status="interrupted" if stopped else "complete",
+                                stats={"finish_reason": "cancelled"} if stopped else None)
         self.conversationsChanged.emit()
         self.open_conversation(conversation.id)
         return conversation.id
@@ -306,7 +321,9 @@ class ChatController(QObject):
         """The system prompt of the chat on screen: its own, else the app's."""
         return effective_system_prompt(self.chat_settings, self._settings.system_prompt)
 
-    def _start_turn(self, *, version_of: Optional[int] = None, leave_out: frozenset[int] | set[int] = frozenset()) -> None:
+    def _start_turn(
+        self, *, version_of: Optional[int] = None, leave_out: frozenset[int] | set[int] = frozenset(), prompt_floor: int = 0
+    ) -> None:
         assert self._conversation_id is not None
         # Regenerating: the answers being redone are not part of what is answered.
         history = [m for m in self._store.messages(self._conversation_id) if m.id not in leave_out]
@@ -327,7 +344,8 @@ class ChatController(QObject):
         if turn_job.progress_label:
             view.set_progress_shown_elsewhere(turn_job.progress_label)
         handle = self._worker.submit(turn_job.job, name="chat")
-        turn = StreamingTurn(handle, self._conversation_id, placeholder.id, prompt_floor=last_prompt_tokens(history))
+        turn = StreamingTurn(handle, self._conversation_id, placeholder.id, prompt_floor=max(prompt_floor, last_prompt_tokens(history)))
+        turn.progress_label = turn_job.progress_label
         handle.started.connect(lambda: self._on_job_started(turn))
         handle.event.connect(lambda event: self._on_job_event(turn, event))
         handle.failed.connect(lambda message: self._on_job_failed(turn, message))
@@ -370,6 +388,9 @@ class ChatController(QObject):
             if view:
                 view.append_thinking(event.text)
         elif isinstance(event, PrefillProgress):
+            turn.prefill = (event.done, event.total, event.eta_s)
+            if turn.reading_started_at is None:
+                turn.reading_started_at = time.monotonic()
             if view:
                 view.show_prefill(event.done, event.total, event.eta_s)
             if turn.prompt_tokens is None and event.total > 0:
@@ -405,7 +426,8 @@ class ChatController(QObject):
         if turn.prompt_tokens is not None:
             stats["prompt_tokens"] = turn.prompt_tokens
         if turn.first_delta_at is not None:
-            stats["ttft_s"] = turn.first_delta_at - turn.started_at
+            # Timed like the engine's: from when it began reading this prompt.
+            stats["ttft_s"] = turn.first_delta_at - (turn.reading_started_at or turn.started_at)
             elapsed = now - turn.first_delta_at
             if turn.deltas > 1 and elapsed > 0:
                 # Like the engine: the tokens after the first over the time they took.
@@ -430,6 +452,9 @@ class ChatController(QObject):
         else:
             status = "complete"
         stats = dict(turn.stats or {})
+        if status == "interrupted":
+            # The user stopped it: "Stopped". A kill leaves no finish reason: "Interrupted".
+            stats["finish_reason"] = "cancelled"
         if turn.thinking_s is not None:
             stats["thinking_s"] = round(turn.thinking_s, 2)
         self._store.update_message(

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.chat.date_groups import date_group
+from app.chat.escape_clears import EscapeClears
 from app.chat.pin_icon import pin_icon
 from app.chat.store import Conversation, ConversationStore
 
@@ -57,6 +58,7 @@ class ConversationList(QWidget):
         self.search.setObjectName("SidebarSearch")
         self.search.setPlaceholderText("Search")
         self.search.setClearButtonEnabled(True)
+        self._escape_clears = EscapeClears(self.search)
         self._search_timer = QTimer(self)
         self._search_timer.setSingleShot(True)
         self._search_timer.setInterval(150)

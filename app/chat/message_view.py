@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -29,10 +28,12 @@ from app.chat.rendering import RenderColors, SafeTextView
 from app.chat.streaming_render import StreamingMarkdown
 from app.chat.message_parts import AttachmentChip, MessageActions, ThinkingBlock, duration_words
 from app.chat.store import StoredMessage
+from app.chat.edit_box import EditBox
 from app.chat.version_switcher import VersionSwitcher
 
 MIN_RENDER_INTERVAL_MS = 40
 MAX_RENDER_INTERVAL_MS = 400
+COPIED_FEEDBACK_MS = 1500
 
 
 class MessageView(QFrame):
@@ -154,15 +155,18 @@ class MessageView(QFrame):
         editor.setObjectName("UserBubble")
         layout = QVBoxLayout(editor)
         layout.setContentsMargins(12, 10, 12, 10)
-        self.edit_box = QPlainTextEdit(editor)
-        self.edit_box.setObjectName("ComposerEdit")
+        self.edit_box = EditBox(editor)
+        self.edit_box.submitted.connect(self._submit_edit)
+        self.edit_box.cancelled.connect(self.stop_editing)
         self.edit_box.setPlainText(self._answer)
         self.edit_box.setMinimumHeight(70)
         self.edit_box.setMaximumHeight(220)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         cancel = QPushButton("Cancel", editor)
+        cancel.setToolTip("Cancel (Esc)")
         send = QPushButton("Send", editor)
+        send.setToolTip("Send (Return); Shift+Return adds a line")
         send.setDefault(True)
         cancel.clicked.connect(self.stop_editing)
         send.clicked.connect(self._submit_edit)
@@ -313,7 +317,7 @@ class MessageView(QFrame):
     def set_final(self, status: str, stats: Optional[dict[str, Any]], error: str) -> None:
         if status == "interrupted":
             self.note.setObjectName("StatusNote")
-            self.note.setText("Stopped" if self._answer or self._thinking_text else "Stopped before answering")
+            self.note.setText(interrupted_note(stats, bool(self._answer or self._thinking_text)))
             self.note.show()
         elif status == "error":
             self.note.setObjectName("ErrorNote")
@@ -386,13 +390,34 @@ class MessageView(QFrame):
             if self._thinking_text:
                 self.thinking.set_text(self._thinking_text)
         self._thinking_shown = len(self._thinking_text)
+        if self.role == "assistant":
+            self.copy_button.setVisible(bool(self._answer))  # nothing to copy from an empty reply
         # Long answers take longer to lay out: render less often rather than stall the GUI.
         cost_ms = (time.perf_counter() - started) * 1000
         self._render_interval_ms = int(min(MAX_RENDER_INTERVAL_MS, max(MIN_RENDER_INTERVAL_MS, 4 * cost_ms)))
 
     def copy_to_clipboard(self) -> None:
+        if not self._answer:
+            return
         QGuiApplication.clipboard().setText(self._answer)
+        self.copy_button.setText("Copied")
+        QTimer.singleShot(COPIED_FEEDBACK_MS, self._reset_copy_button)
         self.copied.emit(self.message_id)
+
+    def _reset_copy_button(self) -> None:
+        try:
+            self.copy_button.setText("Copy")
+        except RuntimeError:  # the view was deleted meanwhile
+            pass
+
+
+def interrupted_note(stats: Optional[dict[str, Any]], has_text: bool) -> str:
+    """The user's Stop ("cancelled") vs. an answer cut off by a quit or crash (no finish)."""
+    if (stats or {}).get("finish_reason") == "cancelled":
+        return "Stopped" if has_text else "Stopped before answering"
+    if has_text:
+        return "Interrupted \u2014 the app closed before the answer finished"
+    return "Interrupted before answering \u2014 the app closed"
 
 
 def format_stats(stats: Optional[dict[str, Any]], model: Optional[str] = None) -> str:

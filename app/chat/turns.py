@@ -60,6 +60,10 @@ class StreamingTurn:
     deltas: int = 0  # engine deltas so far, about one per token
     first_delta_at: Optional[float] = None
     live_emitted_at: float = float("-inf")
+    # Shown again when the user comes back to this chat mid-answer.
+    prefill: Optional[tuple[int, int, Optional[float]]] = None  # the last PrefillProgress
+    progress_label: Optional[str] = None  # TurnJob.progress_label
+    reading_started_at: Optional[float] = None  # the first PrefillProgress (the engine's clock)
 
 
 def forget_conversation_job(conversation_id: str) -> Job:

@@ -41,6 +41,7 @@ from app.chat.turns import TurnContext, TurnJob
 from app.chat.history import history_messages
 from app.chat.store import Attachment, StoredMessage
 from app.documents.drop import DocumentDropFilter
+from app.documents.panel_scroll import PanelScroll
 from app.documents.widgets import PlanPanel, SummaryProgressPanel
 from app.worker.handle import JobHandle
 from app.worker.worker import WorkerClient, chat_job
@@ -134,7 +135,7 @@ class DocumentController(QObject):
 
         self.plan_panel = PlanPanel()
         self.progress_panel = SummaryProgressPanel(clock=clock)  # the clock times the ETA
-        place_panel(self._panel_holder())
+        place_panel(PanelScroll(self._panel_holder()))  # scrolls when the window is small
         self.plan_panel.hide()
         self.progress_panel.hide()
         self.plan_panel.startRequested.connect(self.start)

@@ -33,6 +33,8 @@ class DocumentDropFilter(QObject):
     """Turns local-file drops on the watched widgets into ``filesDropped(paths)``."""
 
     filesDropped = Signal(list)
+    # True while a file drag is over a watched widget (the window shows a drop highlight).
+    dragActiveChanged = Signal(bool)
 
     def __init__(self, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
@@ -65,13 +67,19 @@ class DocumentDropFilter(QObject):
         if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove):
             if local_file_paths(event.mimeData()):  # type: ignore[attr-defined]
                 event.acceptProposedAction()  # type: ignore[attr-defined]
+                if kind == QEvent.Type.DragEnter:
+                    self.dragActiveChanged.emit(True)
                 return True
+            return False
+        if kind == QEvent.Type.DragLeave:
+            self.dragActiveChanged.emit(False)
             return False
         if kind == QEvent.Type.Drop:
             paths = local_file_paths(event.mimeData())  # type: ignore[attr-defined]
             if not paths:
                 return False
             event.acceptProposedAction()  # type: ignore[attr-defined]
+            self.dragActiveChanged.emit(False)
             self.filesDropped.emit(paths)
             return True  # a text edit must not also paste the file's URL
         return False

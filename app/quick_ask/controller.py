@@ -27,7 +27,7 @@ class QuickAskController(QObject):
         error = quick_ask.set_global_shortcut(settings_shortcut)  # "" = off; macOS only
     """
 
-    open_in_main_window = Signal(str, str)
+    open_in_main_window = Signal(str, str, str)  # question, answer, "complete" | "stopped"
     show_main_window = Signal()
     quit_requested = Signal()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QKeyEvent, QPainter, QPainterPath, QPalette, QPen
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -47,7 +47,9 @@ from mlx_backend.events import (
 )
 
 POPUP_WIDTH = 460
-MAX_ANSWER_HEIGHT = 380
+# The answer area's height for the whole exchange: the popup never grows while the answer
+# streams, so Stop (and then Copy) stay under the pointer; longer answers scroll.
+ANSWER_AREA_HEIGHT = 260
 CORNER_RADIUS = 12.0
 # The streaming view re-renders the whole answer; doing it at most this often keeps a fast
 # model from spending the GUI thread on Markdown layout.
@@ -65,9 +67,12 @@ class QuickAskOptions:
     sampling: Optional[SamplingParams] = None  # None: Qwen's recommended preset
     seed: Optional[int] = None
 
-    def request_for(self, question: str) -> ChatRequest:
+    def request_for(self, question: str, context: str = "") -> ChatRequest:
+        content = question
+        if context.strip():  # e.g. the clipboard: the text the question is about
+            content = f"{question}\n\n<context>\n{context.strip()}\n</context>"
         return ChatRequest(
-            messages=history_messages(self.system_prompt, ()) + (ChatMessage("user", question),),
+            messages=history_messages(self.system_prompt, ()) + (ChatMessage("user", content),),
             conversation_id=None,  # one-off question: nothing worth keeping in the prompt cache
             enable_thinking=self.enable_thinking,
             sampling=self.sampling,
@@ -79,8 +84,8 @@ class QuickAskOptions:
 class QuickAskPopup(QWidget):
     """Frameless, rounded popup: question line, streamed answer, Copy, Open in Main Window."""
 
-    # (question, answer Markdown): the main window starts a conversation from them.
-    open_in_main_window = Signal(str, str)
+    # (question, answer Markdown, "complete" | "stopped"): the main window starts a chat from them.
+    open_in_main_window = Signal(str, str, str)
     # Emitted when the popup hides, whatever the reason (Esc, click outside, hand-over).
     closed = Signal()
 
@@ -105,6 +110,7 @@ class QuickAskPopup(QWidget):
         self._question = ""
         self._answer = ""
         self._rendered_answer: Optional[str] = None
+        self._finish_reason: Optional[str] = None
 
         self.question_edit = QLineEdit(self)
         self.question_edit.setObjectName("QuickAskQuestion")
@@ -127,14 +133,18 @@ class QuickAskPopup(QWidget):
         self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._scroll.viewport().setAutoFillBackground(False)
         self._scroll.setStyleSheet("QScrollArea { background: transparent; }")
+        self._scroll.setFixedHeight(ANSWER_AREA_HEIGHT)
         self._scroll.hide()
-        # The view sets its own height to fit its text (re-wrapping on width changes): the
-        # scroll area follows it up to MAX_ANSWER_HEIGHT.
-        self.answer_view.installEventFilter(self)
 
         self.status_label = QLabel(self)
         self.status_label.setObjectName("QuickAskStatus")
         self.status_label.setWordWrap(True)
+        # One click: the clipboard's text goes with the question as its context.
+        self.clipboard_button = QPushButton("Use Clipboard", self)
+        self.clipboard_button.setCheckable(True)
+        self.clipboard_button.setToolTip("Ask about the text on the clipboard")
+        self.clipboard_button.toggled.connect(self._on_clipboard_toggled)
+        self._context = ""
         self.stop_button = QPushButton("Stop", self)
         self.stop_button.clicked.connect(self.stop)
         self.copy_button = QPushButton("Copy", self)
@@ -144,10 +154,11 @@ class QuickAskPopup(QWidget):
         self.open_button.setToolTip("Continue this as a chat in the main window")
         self.open_button.clicked.connect(self.hand_over)
 
-        for button in (self.stop_button, self.copy_button, self.open_button):
+        for button in (self.clipboard_button, self.stop_button, self.copy_button, self.open_button):
             button.setObjectName("SecondaryButton")  # the app's flat buttons (app/theme.py)
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
+        buttons.addWidget(self.clipboard_button)
         buttons.addWidget(self.status_label, 1)
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.copy_button)
@@ -193,8 +204,12 @@ class QuickAskPopup(QWidget):
         self.question_edit.setText(question)
         self._question = question
         self._answer = ""
+        self._finish_reason = None
         self._render_answer()
-        request = self._options_provider().request_for(question)
+        if self._scroll.isHidden():
+            self._scroll.show()  # its full height now, not bit by bit as the answer grows
+            self.adjustSize()
+        request = self._options_provider().request_for(question, self._context)
         job = self._worker.submit(chat_job(request), name="quick-ask")
         # A stopped question's job may still be winding down: only the current one speaks.
         job.started.connect(lambda: job is self._job and self._set_status("Reading\u2026"))
@@ -205,6 +220,19 @@ class QuickAskPopup(QWidget):
         self._set_status("Waiting for the model\u2026")
         self._update_controls()
         return job
+
+    @property
+    def context(self) -> str:
+        """The text sent with the question as its context ("" for none)."""
+        return self._context
+
+    def _on_clipboard_toggled(self, on: bool) -> None:
+        self._context = QGuiApplication.clipboard().text() if on else ""
+        if on and not self._context.strip():
+            self.clipboard_button.setChecked(False)
+            self._set_status("The clipboard holds no text")
+            return
+        self._set_status(f"With the clipboard ({len(self._context):,} characters)" if on else "")
 
     def stop(self) -> None:
         if self._job is not None:
@@ -219,7 +247,8 @@ class QuickAskPopup(QWidget):
         """Give the exchange to the main window and get out of the way."""
         if not self._answer or self.is_answering():
             return
-        self.open_in_main_window.emit(self._question, self._answer)
+        outcome = "complete" if self._finish_reason in ("stop", "length") else "stopped"
+        self.open_in_main_window.emit(self._question, self._answer, outcome)
         self.close()
 
     def popup_at(self, anchor: QRect) -> None:
@@ -258,6 +287,7 @@ class QuickAskPopup(QWidget):
         elif isinstance(event, Failed):
             self._set_status(event.message, error=True)
         elif isinstance(event, Finished):
+            self._finish_reason = event.reason
             self._set_status(_finish_note(event))
 
     def _on_job_finished(self, job: JobHandle) -> None:
@@ -266,6 +296,9 @@ class QuickAskPopup(QWidget):
         self._job = None
         self._render_timer.stop()
         self._render_answer()
+        if not self._answer and not self._scroll.isHidden():
+            self._scroll.hide()  # nothing came (no model, an error): just the status line
+            self.adjustSize()
         self._update_controls()
 
     # ------------------------------------------------------------------ painting & keys
@@ -274,22 +307,9 @@ class QuickAskPopup(QWidget):
             return
         self._rendered_answer = self._answer
         self.answer_view.set_markdown(self._answer, RenderColors.from_palette(self.palette()))
-        self._scroll.setVisible(bool(self._answer))
-        self._fit_answer_area()
         if self.is_answering():  # follow the text as it grows
             bar = self._scroll.verticalScrollBar()
             bar.setValue(bar.maximum())
-
-    def _fit_answer_area(self) -> None:
-        height = min(self.answer_view.height(), MAX_ANSWER_HEIGHT)
-        if height != self._scroll.height():
-            self._scroll.setFixedHeight(height)
-            self.adjustSize()
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
-        if watched is self.answer_view and event.type() == QEvent.Type.Resize:
-            self._fit_answer_area()
-        return super().eventFilter(watched, event)
 
     def _set_status(self, text: str, *, error: bool = False) -> None:
         self.status_label.setText(text)
@@ -301,6 +321,7 @@ class QuickAskPopup(QWidget):
     def _update_controls(self) -> None:
         answering = self.is_answering()
         self.stop_button.setVisible(answering)
+        self.clipboard_button.setVisible(not answering)
         self.copy_button.setVisible(not answering)
         self.open_button.setVisible(not answering)
         self.copy_button.setEnabled(bool(self._answer))

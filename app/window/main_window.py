@@ -49,9 +49,17 @@ from app.worker.worker import LoadProgress, WorkerClient
 
 
 
+# The transcript keeps this much height however many panels sit below it.
+TRANSCRIPT_MIN_HEIGHT = 140
+
+
 class MainWindow(QMainWindow):
     # A setting changed in the Settings window (a ``app.window.preferences`` name, e.g. "menu_bar_only").
     preferencesChanged = Signal(str)
+    # Files picked with File > Open... or the composer's paperclip (the document feature reads them).
+    documentsChosen = Signal(list)
+    # Window > Quick Ask (the app connects the popup; works where no tray icon exists).
+    quickAskRequested = Signal()
 
     def __init__(
         self,
@@ -95,6 +103,7 @@ class MainWindow(QMainWindow):
         self.menus.add_reasoning_menu(self.reasoning_button.menu())
         self._connect()
         self.sidebar.refresh()
+        self._refresh_send_state()
         self._refresh_model_picker()
         self.status_panel.show_model(worker.model_info, worker.model_name)
         self._update_thinking_toggle()
@@ -153,6 +162,7 @@ class MainWindow(QMainWindow):
         pane_layout.setSpacing(0)
         pane_layout.addWidget(self.top_bar)
         pane_layout.addWidget(self.transcript, 1)
+        self.transcript.setMinimumHeight(TRANSCRIPT_MIN_HEIGHT)  # panels scroll before it is squeezed
         pane_layout.addLayout(composer_row)
         self._pane_layout = pane_layout
 
@@ -177,6 +187,8 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.composer.submitted.connect(self._on_submitted)
         self.composer.stopRequested.connect(self.stop)
+        self.composer.attachRequested.connect(self.open_documents)
+        self.composer.manageModelsRequested.connect(lambda: self.open_model_manager())
         self.sidebar.newChatRequested.connect(self.new_chat)
         self.sidebar.conversationSelected.connect(self.chat.open_conversation)
         self.sidebar.conversationDeleted.connect(self.chat.conversation_deleted)
@@ -206,6 +218,25 @@ class MainWindow(QMainWindow):
 
     def stop(self) -> None:
         self.chat.stop()
+
+    def open_documents(self) -> list:
+        """File > Open... and the paperclip: pick documents to attach to the next message."""
+        paths = list(self.choose_documents())
+        if paths:
+            self.documentsChosen.emit(paths)
+        return paths
+
+    def choose_documents(self) -> list:
+        """The file dialog (a seam for tests)."""
+        from PySide6.QtWidgets import QFileDialog
+
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Attach Documents", "",
+            "Documents (*.pdf *.docx *.txt *.md *.markdown *.html *.htm *.csv *.json *.rtf);;All files (*)")
+        return paths
+
+    def open_quick_ask(self) -> None:
+        self.quickAskRequested.emit()
 
     def regenerate_last(self) -> None:
         last = next((v for v in reversed(self.transcript.views) if v.role == "assistant"), None)
@@ -333,12 +364,13 @@ class MainWindow(QMainWindow):
         self.raise_()
         self.activateWindow()
 
-    def start_chat_from_quick_ask(self, question: str, answer: str) -> None:
-        """Continue a Quick Ask exchange here: a new stored chat holding the question and answer."""
+    def start_chat_from_quick_ask(self, question: str, answer: str, outcome: str = "complete") -> None:
+        """Continue a Quick Ask exchange here: a new stored chat holding the question and answer
+        (``outcome`` "stopped": the answer keeps its Stopped label)."""
         if self.chat.generating:
             self.bring_to_front()
             return
-        self.chat.import_exchange(question, answer)
+        self.chat.import_exchange(question, answer, stopped=outcome == "stopped")
         self.bring_to_front()
         self.composer.focus()
 
@@ -371,6 +403,7 @@ class MainWindow(QMainWindow):
             self.chat.stop()
         self.settings.model = path_or_repo
         self.worker.load_model(path_or_repo)
+        self._refresh_send_state(path_or_repo)
         self._refresh_model_picker()
 
     def _refresh_model_picker(self) -> None:
@@ -380,7 +413,16 @@ class MainWindow(QMainWindow):
         if key != self.worker.model_name:
             self.load_model(key)
 
+    def _refresh_send_state(self, loading: str = "") -> None:
+        name = loading or (self.worker.loading if isinstance(self.worker.loading, str) else "")
+        if name:
+            self.composer.set_model_ready(False, f"Wait until {display_name(name)} has loaded")
+        else:
+            self.composer.set_model_ready(self.worker.model_info is not None)
+
     def _on_load_started(self, name: str) -> None:
+        self._refresh_send_state(name or "the model")
+        self.status_panel.clear_stats()
         self.status_panel.show_loading(name)
         self.load_label.setText(f"Loading {display_name(name)}\u2026")
         self.transcript.set_empty_subtitle(f"Loading {display_name(name)}\u2026")
@@ -393,6 +435,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_loaded(self, info: object) -> None:
         self.load_label.setText("")
+        self.composer.set_model_ready(True)
         name = self.worker.model_name
         self.status_panel.show_model(info, name)
         self.transcript.set_empty_subtitle(f"{display_name(name)} runs on this Mac. Nothing leaves it.")
@@ -403,6 +446,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_load_failed(self, message: str) -> None:
         self.load_label.setText("")
+        self.composer.set_model_ready(self.worker.model_info is not None)
         self.status_panel.show_load_failed(message)
         self.transcript.set_empty_subtitle("No model is loaded. Choose one with Model \u203a Manage Models\u2026")
         self.last_load_error = message
@@ -465,17 +509,25 @@ class MainWindow(QMainWindow):
     def _on_conversation_changed(self, conversation_id: Optional[str]) -> None:
         self.sidebar.select(conversation_id)
         self._update_title()
-        if not self.chat.generating:
-            self.status_panel.show_context(self._context_used(conversation_id))
+        if self.chat.streaming_conversation_id == conversation_id and conversation_id is not None:
+            return  # the live figures speak for this chat
+        # The status bar speaks for the chat on screen: its last answer's figures, or none.
+        self.status_panel.clear_stats()
+        stats = self._last_stats(conversation_id)
+        if stats:
+            self.status_panel.show_stats(stats)
+        else:
+            self.status_panel.show_context(None)
 
-    def _context_used(self, conversation_id: Optional[str]) -> Optional[int]:
-        """Tokens the conversation's last answer left in the context (None: not known)."""
+    def _last_stats(self, conversation_id: Optional[str]) -> Optional[dict]:
+        """The stats of the conversation's last answer that has them (None: a new chat)."""
         if not conversation_id:
             return None
         for message in reversed(self.store.messages(conversation_id)):
             if message.role == "assistant" and message.stats and "prompt_tokens" in message.stats:
-                return int(message.stats["prompt_tokens"]) + int(message.stats.get("generation_tokens", 0))
+                return dict(message.stats)
         return None
+
 
     def _update_title(self) -> None:
         conversation_id = self.chat.conversation_id

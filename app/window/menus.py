@@ -50,6 +50,9 @@ class WindowMenus:
         file_menu = bar.addMenu("&File")
         self.new_chat_action = self._action("New Chat", window.new_chat, std.New)
         file_menu.addAction(self.new_chat_action)
+        self.open_action = self._action("Open\u2026", window.open_documents, std.Open,
+                                        tip="Attach documents to the next message")
+        file_menu.addAction(self.open_action)
         file_menu.addSeparator()
         self.export_action = self._action("Export Chat as Markdown\u2026", window.export_chat, "Ctrl+Shift+E")
         file_menu.addAction(self.export_action)
@@ -60,7 +63,7 @@ class WindowMenus:
         file_menu.addSeparator()
         self.close_action = self._action("Close Window", window.close, std.Close)
         file_menu.addAction(self.close_action)
-        self.settings_action = self._action("Settings\u2026", window.open_preferences, std.Preferences)
+        self.settings_action = self._action("Settings\u2026", window.open_preferences, preferences_keys())
         self.settings_action.setMenuRole(QAction.MenuRole.PreferencesRole)
         file_menu.addAction(self.settings_action)
         self.quit_action = self._action("Quit Qwen Desk", QApplication.quit, std.Quit)
@@ -157,6 +160,11 @@ class WindowMenus:
         window_menu.addAction(self.minimize_action)
         window_menu.addAction(self._action("Zoom", window.toggle_zoom))
         window_menu.addSeparator()
+        # Inside the app only; the system-wide shortcut is Quick Ask's own (Settings, macOS).
+        self.quick_ask_action = self._action("Quick Ask", window.open_quick_ask, QUICK_ASK_KEYS,
+                                             tip="Ask a quick question in a small popup")
+        window_menu.addAction(self.quick_ask_action)
+        window_menu.addSeparator()
         window_menu.addAction(self._action("Qwen Desk", window.bring_to_front))
 
         help_menu = bar.addMenu("&Help")
@@ -169,6 +177,15 @@ class WindowMenus:
         self.escape_shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
         self.escape_shortcut.activated.connect(window.stop)
         self.escape_shortcut.setEnabled(False)
+
+
+QUICK_ASK_KEYS = "Ctrl+Shift+Space"  # Cmd+Shift+Space on a Mac
+
+
+def preferences_keys() -> list[QKeySequence]:
+    """The platform's Settings keys (Cmd+, on a Mac); Ctrl+, where the platform has none."""
+    keys = QKeySequence.keyBindings(QKeySequence.StandardKey.Preferences)
+    return keys or [QKeySequence("Ctrl+,")]
 
 
 def _call_on_focus(method: str) -> None:
