@@ -60,6 +60,8 @@ class StreamingTurn:
     deltas: int = 0  # engine deltas so far, about one per token
     first_delta_at: Optional[float] = None
     live_emitted_at: float = float("-inf")
+    tools: Any = None  # app.tools.turn.ToolTurn when the turn may call tools
+    tool_notice: str = ""  # why tools were not offered this turn
 
 
 def forget_conversation_job(conversation_id: str) -> Job:
