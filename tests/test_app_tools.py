@@ -310,3 +310,52 @@ def test_an_old_database_migrates_and_keeps_every_conversation(tmp_path) -> None
     assert [(m.role, m.content) for m in store.messages("c1")] == [("user", "hi"), ("assistant", "hello")]
     assert store.tool_calls("c1") == {}
     store.close()
+
+
+def test_the_tools_section_lists_servers_tools_errors_and_imports_claude_desktop(qtbot, data_dir, config, tmp_path) -> None:
+    from app.tools.settings_section import ToolsSection
+
+    config.write_text(json.dumps({"mcpServers": {
+        "toolbox": stdio_entry(),
+        "broken": {"command": "definitely-not-a-command-qwen-desk"},
+    }}))
+    service = ToolService(config, start_timeout_s=20.0)
+    settings = Settings()
+    section = ToolsSection(settings, service)
+    qtbot.addWidget(section)
+    try:
+        names = [section.tree.topLevelItem(i).text(0) for i in range(section.tree.topLevelItemCount())]
+        assert names == ["toolbox", "broken"] and service.current_hub() is None  # nothing started to show them
+        section.list_tools()
+        qtbot.waitUntil(lambda: section.list_button.isEnabled(), timeout=40000)
+        toolbox, broken = (section.tree.topLevelItem(i) for i in range(2))
+        tools = {toolbox.child(i).text(0) for i in range(toolbox.childCount())}
+        assert {"add", "echo", "hang", "crash"} <= tools
+        assert "Add two integers." in toolbox.child([toolbox.child(i).text(0) for i in range(toolbox.childCount())].index("add")).toolTip(0)
+        holder = section.tree.itemWidget(broken, 1)
+        assert holder is not None and "failed" in holder.findChild(QLabel).text()
+        assert "definitely-not-a-command-qwen-desk" in holder.findChild(QLabel).text()
+        log = section.show_log("broken", "boom")
+        assert log.isVisible()
+        log.close()
+        add = [toolbox.child(i) for i in range(toolbox.childCount()) if toolbox.child(i).text(0) == "add"][0]
+        combo = section.tree.itemWidget(add, 1)
+        combo.setCurrentIndex(combo.findData("never"))
+        assert Settings().tool_permissions == {"toolbox/add": "never"}
+        section.steps_spin.setValue(3)
+        section.enabled_check.setChecked(True)
+        assert (Settings().tool_step_limit, Settings().tools_enabled) == (3, True)
+        claude = tmp_path / "claude_desktop_config.json"
+        claude.write_text(json.dumps({"mcpServers": {"files": {"command": "npx", "args": ["server-filesystem"]}}}))
+        import mlx_backend.tools.mcp.config as mcp_config
+
+        original = mcp_config.claude_desktop_config_path
+        mcp_config.claude_desktop_config_path = lambda: claude
+        try:
+            section.import_claude()
+        finally:
+            mcp_config.claude_desktop_config_path = original
+        assert "files" in section.status.text() and section.tree.topLevelItem(2).text(0) == "files"
+        assert "files" in json.loads(config.read_text())["mcpServers"]
+    finally:
+        service.close()

@@ -173,6 +173,14 @@ class PreferencesDialog(QDialog):
         form.addRow("", self.server_hint)
         form.addRow("", self.server_status)
         self._show_server()
+        from app.tools.service import ToolService
+        from app.tools.settings_section import ToolsSection
+
+        tools = getattr(parent, "tools", None)  # app.tools.turn.ChatTools, when attached
+        self.tools_section = ToolsSection(settings, tools.service if tools is not None else ToolService(), self)
+        self.tools_section.settingChanged.connect(self.settingChanged)
+        form.addItem(_gap())
+        form.addRow("Tools:", self.tools_section)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)
         layout.addLayout(form)
