@@ -469,6 +469,25 @@ def capture(out_dir: Path) -> list[Path]:
     return written
 
 
+def capture_only(feature: str, out_dir: Path) -> list[Path]:
+    from PySide6.QtWidgets import QApplication
+
+    from app.chat.store import ConversationStore
+    from app.gui import configure_application_identity
+    from app.settings import Settings
+    from app.window.theme import ThemeManager
+    from tools_screenshot import capture_tools  # beside this script
+
+    configure_application_identity()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    theme = ThemeManager(app, "light")
+    store = ConversationStore(Path(os.environ["QWEN_DESK_DATA_DIR"]) / "conversations.sqlite3")
+    try:
+        return capture_tools(out_dir, store, Settings(), theme)
+    finally:
+        store.close()
+
+
 def _shown_answer(window) -> int:
     views = [v for v in window.transcript.views if v.role == "assistant"]
     return len(views[-1].answer_text) if views else 0
@@ -477,16 +496,18 @@ def _shown_answer(window) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    parser.add_argument("--only", choices=["tools"], help="capture one feature's screenshots")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
+        command += ["--only", args.only] if args.only else []
         return subprocess.call(command)
     os.environ["QT_QPA_PLATFORM"] = "xcb" if os.environ.get("DISPLAY") else "offscreen"
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="qwen-desk-shots-") as data:
         os.environ["QWEN_DESK_DATA_DIR"] = data
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        for path in capture(args.out):
+        for path in (capture_only(args.only, args.out) if args.only else capture(args.out)):
             print(path)
     return 0
 

@@ -150,6 +150,35 @@ def test_allow_once_runs_the_call_its_result_shows_and_the_model_continues(qtbot
     assert window.store.message(view.message_id).status == "complete"
 
 
+@pytest.fixture(scope="module")
+def qwen35(tmp_path_factory):
+    from tests.support.hybrid_checkpoints import write_hybrid_checkpoint
+    from tests.support.paths import SHARED_FIXTURES
+
+    if not (SHARED_FIXTURES / "qwen3.5-family").is_dir():
+        pytest.skip("the shared Qwen3.5 fixtures are missing")
+    return load(write_hybrid_checkpoint(tmp_path_factory.mktemp("apptools-qwen35"), kind="dense", tokenizer=True, release="qwen3.5"))
+
+
+def test_a_qwen35_xml_call_is_approved_run_and_answered(qtbot, qwen35, data_dir, config) -> None:
+    rig = Rig(qtbot, qwen35, data_dir, config)
+    try:
+        rig.script(XML_ADD, "Five.")
+        Settings().thinking_enabled = False  # the scripted reply is the answer, not a think block
+        window = rig.open_window()
+        window.chat.send("What is 2 + 3?")
+        dialog = dialog_of(qtbot, window, timeout=60000)
+        assert json.loads(dialog.arguments.toPlainText()) == {"a": 2, "b": 3}
+        dialog.once_button.click()
+        wait_idle(qtbot, window, timeout=60000)
+        [block] = blocks(window)
+        assert (block.record.status, block.record.result) == ("done", "5")
+        assert answer_view(window).answer_text == "Five."
+        assert "<tool_response>\n5\n</tool_response>" in rig.prompt(1)
+    finally:
+        rig.close()
+
+
 def test_always_allow_skips_the_dialog_next_time_and_is_remembered(qtbot, rig) -> None:
     rig.script(call("echo", text="one"), "First.", call("echo", text="two"), "Second.")
     window = rig.open_window()
@@ -252,7 +281,7 @@ def test_a_crashing_server_gives_a_clear_error_with_its_stderr(qtbot, rig) -> No
 
 
 def test_the_conversation_and_its_tool_blocks_survive_a_restart(qtbot, rig) -> None:
-    rig.script(call("pixel"), "Here is a pixel.", "Yes, I showed it.")
+    rig.script("One moment." + call("pixel"), "Here is a pixel.", "Yes, I showed it.")
     window = rig.open_window()
     window.tools.settings.set_tool_permission("toolbox", "pixel", "always")
     window.chat.send("Show me a pixel")
@@ -274,7 +303,8 @@ def test_the_conversation_and_its_tool_blocks_survive_a_restart(qtbot, rig) -> N
     assert block.details.isHidden()  # collapsed until clicked
     block.header.click()
     assert not block.details.isHidden() and block.arguments.toPlainText() == "{}"
-    assert answer_view(again).answer_text == "Here is a pixel."
+    shown = answer_view(again).answer_text
+    assert shown.startswith("One moment.") and shown.endswith("\n\nHere is a pixel.")  # each step its own paragraph
     again.chat.send("Did you show it?")
     wait_idle(qtbot, again)
     # The follow-up's prompt is the earlier turn as the loop sent it: call, result, answer.

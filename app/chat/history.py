@@ -41,13 +41,17 @@ def history_messages(system_prompt: str, history: Iterable[StoredMessage], *,
     return tuple(messages)
 
 
+# Shown (and stored) between one step's text and the next, so they don't run together.
+STEP_SEPARATOR = "\n\n"
+
+
 def _tool_turn(message: StoredMessage, calls: list[StoredToolCall]) -> list[ChatMessage]:
     out: list[ChatMessage] = []
     answer_used = thinking_used = 0
     for step in sorted({c.step for c in calls}):
         step_calls = [c for c in calls if c.step == step]
         first = step_calls[0]
-        answer_used += len(first.step_answer)
+        answer_used += len(first.step_answer) + (len(STEP_SEPARATOR) if first.step_answer else 0)
         thinking_used += len(first.step_thinking)
         # As the loop sends it: a malformed call stays in the text, the others are calls.
         broken = "".join(f"<tool_call>{c.raw}</tool_call>" for c in step_calls if c.status == "malformed")

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtWidgets import QLabel
 
+from app.chat.history import STEP_SEPARATOR
 from app.chat.store import ConversationStore, StoredToolCall
 from app.settings import Settings
 from app.tools.approval import ApprovalBroker, ApprovalRequest
@@ -91,7 +92,13 @@ class ToolTurn:
         """At each step's end: True when the loop goes on to run this step's calls."""
         continuing = self._step_has_calls and event.reason == "stop"
         if continuing:
-            self._step_texts[self._steps_done] = (turn.answer[self._answer_mark:], turn.thinking[self._thinking_mark:])
+            answer = turn.answer[self._answer_mark:]
+            self._step_texts[self._steps_done] = (answer, turn.thinking[self._thinking_mark:])
+            if answer:  # the next step's text starts on its own paragraph (history skips it)
+                turn.answer += STEP_SEPARATOR
+                view = self._view()
+                if view is not None:
+                    view.append_answer(STEP_SEPARATOR)
             self._answer_mark, self._thinking_mark = len(turn.answer), len(turn.thinking)
             self._steps_done += 1
         self._step_has_calls = False
