@@ -389,3 +389,15 @@ def test_the_tools_section_lists_servers_tools_errors_and_imports_claude_desktop
         assert "files" in json.loads(config.read_text())["mcpServers"]
     finally:
         service.close()
+
+
+def test_a_tool_set_to_never_is_denied_without_asking(qtbot, rig) -> None:
+    rig.script(call("add", a=4, b=4), "Understood.")
+    window = rig.open_window()
+    window.tools.settings.set_tool_permission("toolbox", "add", "never")
+    shown: list[object] = []
+    window.tools.broker.dialogShown.connect(lambda *a: shown.append(a))
+    window.chat.send("Add 4 and 4")
+    wait_idle(qtbot, window)
+    assert shown == [] and blocks(window)[0].record.status == "denied"
+    assert "The user denied this tool call." in rig.prompt(1)

@@ -64,7 +64,7 @@ class ToolsSection(QWidget):
         self.tree.setObjectName("ToolsTree")
         self.tree.setHeaderLabels(["Server / tool", "State or permission"])
         self.tree.setColumnWidth(0, 240)
-        self.tree.setFixedHeight(190)  # a stable size: the listing arrives later
+        self.tree.setFixedHeight(150)  # a stable size: the listing arrives later
         layout.addWidget(self.tree)
         self.status = QLabel(self)
         self.status.setObjectName("MutedLabel")
