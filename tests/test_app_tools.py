@@ -401,3 +401,15 @@ def test_a_tool_set_to_never_is_denied_without_asking(qtbot, rig) -> None:
     wait_idle(qtbot, window)
     assert shown == [] and blocks(window)[0].record.status == "denied"
     assert "The user denied this tool call." in rig.prompt(1)
+
+
+def test_a_broken_mcp_json_says_why_and_the_chat_still_answers(qtbot, rig, config) -> None:
+    config.write_text('{"mcpServers": {"toolbox": ')  # cut off mid-file
+    rig.script("Plain answer.")
+    window = rig.open_window()
+    window.chat.send("Hello")
+    wait_idle(qtbot, window)
+    view = answer_view(window)
+    assert view.answer_text == "Plain answer." and "<tools>" not in rig.prompt(0)
+    [note] = view.tool_widgets()
+    assert note.text().startswith("Tools are unavailable for this answer:") and "mcp.json" in note.text()

@@ -39,6 +39,14 @@ class ToolService:
         except McpConfigError:
             return False
 
+    def config_error(self) -> str:
+        """What is wrong with mcp.json ("" when it reads, or is absent)."""
+        try:
+            self.config()
+        except McpConfigError as error:
+            return str(error)
+        return ""
+
     def hub(self) -> McpHub:
         """The hub for the current config; a changed file replaces it (its servers stop)."""
         with self._lock:

@@ -36,7 +36,8 @@ class ChatTools:
         self.broker = broker
 
     def active(self) -> bool:
-        return self.settings.tools_enabled and self.service.has_servers()
+        # A broken mcp.json still takes the tools path, whose job says what is wrong.
+        return self.settings.tools_enabled and (self.service.has_servers() or bool(self.service.config_error()))
 
     def job(self, request: ChatRequest) -> Job:
         self.broker.refresh_permissions()
@@ -137,6 +138,12 @@ class ToolTurn:
             return True
         if isinstance(event, ToolsUnavailable):
             turn.tool_notice = event.message
+            view = self._view()
+            if view is not None:  # the answer goes on without tools; say why, once
+                note = QLabel(f"Tools are unavailable for this answer: {event.message}")
+                note.setObjectName("ErrorNote")
+                note.setWordWrap(True)
+                view.add_tool_widget(note)
             return True
         return False
 
