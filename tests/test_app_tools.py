@@ -413,3 +413,19 @@ def test_a_broken_mcp_json_says_why_and_the_chat_still_answers(qtbot, rig, confi
     assert view.answer_text == "Plain answer." and "<tools>" not in rig.prompt(0)
     [note] = view.tool_widgets()
     assert note.text().startswith("Tools are unavailable for this answer:") and "mcp.json" in note.text()
+
+
+def test_thinking_between_steps_is_kept_for_the_next_step_and_stored(qtbot, rig) -> None:
+    rig.script("<think>\nI should add them.\n</think>\n\n" + call("add", a=2, b=3), "<think>\nGot 5.\n</think>\n\nIt is 5.")
+    Settings().thinking_enabled = True
+    window = rig.open_window()
+    window.tools.settings.set_tool_permission("toolbox", "add", "always")
+    window.chat.send("What is 2 + 3?")
+    wait_idle(qtbot, window)
+    view = answer_view(window)
+    assert "I should add them." in view.thinking_text and "Got 5." in view.thinking_text
+    assert view.answer_text == "It is 5."
+    # The Qwen3 template keeps reasoning after the last user message: the next step sees it.
+    assert "I should add them." in rig.prompt(1)
+    [record] = window.store.tool_calls(window.chat.conversation_id)[view.message_id]
+    assert "I should add them." in record.step_thinking and "Got 5." not in record.step_thinking
