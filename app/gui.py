@@ -174,6 +174,9 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
     show_self_check_failure(window, worker)
     theme.changed.connect(window.apply_theme)
     _attach_documents(window, worker, file_opens)
+    from app.tools.attach import attach_tools
+
+    tools = attach_tools(window, settings)  # the hub starts servers only when a turn needs them
     quick_ask = _attach_quick_ask(app, window, worker, settings)
     window.menus.quick_ask_action.setEnabled(quick_ask is not None)
     local_server = _attach_local_server(window, worker, settings)
@@ -206,6 +209,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
         # Cancels the running job and waits a bounded time: the engine honours a cancel
         # between prefill chunks and tokens, so this is quick.
         worker_stopped[0] = worker.shutdown()
+        tools.service.close()  # stops the MCP servers, in bounded time
         store.close()
 
     app.aboutToQuit.connect(shut_down)

@@ -6,6 +6,8 @@ in which case an INI file beside the data keeps tests and portable setups self-c
 
 from __future__ import annotations
 
+import json
+
 import secrets
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -274,6 +276,42 @@ class Settings:
     @export_folder.setter
     def export_folder(self, folder: str) -> None:
         self._q.setValue("export/folder", folder)
+
+    # Tools (MCP): off until the user turns them on; per-tool "ask" / "always" / "never".
+    @property
+    def tools_enabled(self) -> bool:
+        return _as_bool(self._q.value("tools/enabled", False))
+
+    @tools_enabled.setter
+    def tools_enabled(self, on: bool) -> None:
+        self._q.setValue("tools/enabled", bool(on))
+
+    @property
+    def tool_step_limit(self) -> int:
+        try:
+            return max(1, min(64, int(self._q.value("tools/step_limit", 8))))
+        except (TypeError, ValueError):
+            return 8
+
+    @tool_step_limit.setter
+    def tool_step_limit(self, steps: int) -> None:
+        self._q.setValue("tools/step_limit", max(1, min(64, int(steps))))
+
+    @property
+    def tool_permissions(self) -> dict[str, str]:
+        """``{"server/tool": "always" | "never"}``; a tool not listed asks first."""
+        try:
+            data = json.loads(str(self._q.value("tools/permissions", "{}") or "{}"))
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in data.items() if v in ("always", "never")} if isinstance(data, dict) else {}
+
+    def set_tool_permission(self, server: str, tool: str, permission: str) -> None:
+        permissions = self.tool_permissions
+        permissions.pop(f"{server}/{tool}", None)
+        if permission in ("always", "never"):
+            permissions[f"{server}/{tool}"] = permission
+        self._q.setValue("tools/permissions", json.dumps(permissions, sort_keys=True))
 
 
 def _as_bool(value: object) -> bool:

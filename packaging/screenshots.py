@@ -21,6 +21,8 @@ at a fixed point, so every picture is the same on every run. Writes:
 - answer-code-{light,dark}[-small].png: highlighted code blocks with their Copy buttons
 - answer-math-{light,dark}[-small].png: LaTeX, an aligned table and a block quote
   (``--only markdown`` takes just these; ``-small`` is an 800x500 window)
+- tools-*.png (``--only tools``): the tool approval dialog, a transcript with a finished tool block,
+  the Tools section of Settings
 - ux-*.png (``--only ux``): the composer's paperclip and the drop highlight, Send waiting for a
   model, a document plan in an 800x500 window, and the Window menu's Quick Ask; light and dark
 - chat-settings-{light,dark}[-small].png: the Chat Settings sheet (Cmd+;) with Advanced open,
@@ -765,10 +767,30 @@ def capture_ux(out_dir: Path) -> list[Path]:
     return written
 
 
+def capture_tools_views(out_dir: Path) -> list[Path]:
+    """The tool approval dialog, a finished tool block, the Tools settings section."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.chat.store import ConversationStore
+    from app.gui import configure_application_identity
+    from app.settings import Settings
+    from app.window.theme import ThemeManager
+    from tools_screenshot import capture_tools  # beside this script
+
+    configure_application_identity()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    theme = ThemeManager(app, "light")
+    store = ConversationStore(Path(os.environ["QWEN_DESK_DATA_DIR"]) / "tools" / "conversations.sqlite3")
+    try:
+        return capture_tools(out_dir, store, Settings(), theme)
+    finally:
+        store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
-    parser.add_argument("--only", choices=("markdown", "chat-history", "ux"), default="", help="take only these views")
+    parser.add_argument("--only", choices=("markdown", "chat-history", "ux", "tools"), default="", help="take only these views")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
@@ -783,10 +805,12 @@ def main() -> int:
             paths = capture_chat_history(args.out)
         elif args.only == "ux":
             paths = capture_ux(args.out)
+        elif args.only == "tools":
+            paths = capture_tools_views(args.out)
         elif args.only:
             paths = capture(args.out, args.only)
         else:
-            paths = capture(args.out) + capture_chat_history(args.out) + capture_ux(args.out)
+            paths = capture(args.out) + capture_chat_history(args.out) + capture_ux(args.out) + capture_tools_views(args.out)
         for path in paths:
             print(path)
     return 0

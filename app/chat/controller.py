@@ -92,6 +92,7 @@ class ChatController(QObject):
         self._job_builder: Optional[JobBuilder] = None
         # Chat Settings chosen for a new chat before its first message (stored with it then).
         self._pending_settings = ChatSettings()
+        self._tools: Any = None  # app.tools.turn.ChatTools, once attached
         self._save_timer = QTimer(self)
         self._save_timer.setInterval(SAVE_INTERVAL_MS)
         self._save_timer.timeout.connect(self._save_partial)
@@ -132,6 +133,10 @@ class ChatController(QObject):
             self._store.set_conversation_settings(self._conversation_id, chat.to_json())
         self.chatSettingsChanged.emit(chat)
 
+    def set_tools(self, tools: Any) -> None:
+        """Let turns call tools (``app.tools.turn.ChatTools``); None: never."""
+        self._tools = tools
+
     # ------------------------------------------------------ conversations
     def open_conversation(self, conversation_id: Optional[str]) -> None:
         if conversation_id is not None and self._store.conversation(conversation_id) is None:
@@ -140,6 +145,8 @@ class ChatController(QObject):
         self._conversation_id = conversation_id
         messages = self._store.messages(conversation_id) if conversation_id else []
         self._transcript.set_messages(messages)
+        if self._tools is not None and conversation_id:
+            self._tools.show_stored(conversation_id, self._transcript.view_for)
         turn = self._turn
         if turn is not None and turn.conversation_id == conversation_id:
             view = self._transcript.view_for(turn.message_id)
@@ -254,6 +261,8 @@ class ChatController(QObject):
         if self._turn is None:
             return False
         self._turn.cancel_requested = True
+        if self._tools is not None:
+            self._tools.stop()
         return self._turn.handle.cancel()
 
     def build_request(self, history: list[StoredMessage]) -> ChatRequest:
@@ -271,8 +280,9 @@ class ChatController(QObject):
         )
         chat = self.chat_settings
         base_sampling = sampling_preset(self._settings.sampling_preset).params
+        calls = self._tools.calls(self._conversation_id) if self._tools is not None and self._conversation_id else {}
         request = ChatRequest(
-            messages=history_messages(self.system_prompt, history),
+            messages=history_messages(self.system_prompt, history, tool_calls=calls),
             conversation_id=self._conversation_id,
             enable_thinking=thinking,
             sampling=base_sampling,
@@ -332,8 +342,9 @@ class ChatController(QObject):
         if self._job_builder is not None:
             context = TurnContext(self._conversation_id, tuple(history), request, self.system_prompt)
             turn_job = self._job_builder(context)
+        with_tools = turn_job is None and self._tools is not None and self._tools.active()
         if turn_job is None:
-            turn_job = TurnJob(chat_job(request))
+            turn_job = TurnJob(self._tools.job(request) if with_tools else chat_job(request))
         model = self._worker.model_name or None
         placeholder = self._store.add_message(self._conversation_id, "assistant", "", status="interrupted",
                                               model=model, version_of=version_of)
@@ -346,6 +357,8 @@ class ChatController(QObject):
         handle = self._worker.submit(turn_job.job, name="chat")
         turn = StreamingTurn(handle, self._conversation_id, placeholder.id, prompt_floor=max(prompt_floor, last_prompt_tokens(history)))
         turn.progress_label = turn_job.progress_label
+        if with_tools:
+            turn.tools = self._tools.begin(placeholder.id, lambda: self._view() if self._turn is turn else None)
         handle.started.connect(lambda: self._on_job_started(turn))
         handle.event.connect(lambda event: self._on_job_event(turn, event))
         handle.failed.connect(lambda message: self._on_job_failed(turn, message))
@@ -371,6 +384,8 @@ class ChatController(QObject):
         if turn is not self._turn:
             return  # completed at its Finished event; the job's tail is not the user's concern
         view = self._view()
+        if turn.tools is not None and turn.tools.on_event(event, turn):
+            return
         if isinstance(event, (AnswerDelta, ThinkingDelta)):
             self._count_deltas(turn, delta_count(event))
         if isinstance(event, AnswerDelta):
@@ -401,6 +416,9 @@ class ChatController(QObject):
         elif isinstance(event, Finished):
             turn.finish_reason = event.reason
             turn.stats = {**dataclasses.asdict(event.stats), "finish_reason": event.reason}
+            if turn.tools is not None and turn.tools.step_finished(event, turn):
+                turn.finish_reason = None  # the loop runs this step's calls and goes on
+                return
             # The answer is complete now. The job may go on a little (the engine re-encodes the
             # reply into the conversation's cache for the next turn); the user needn't wait.
             self._complete_turn(turn)
@@ -466,6 +484,8 @@ class ChatController(QObject):
             error=turn.error or ("The answer failed." if status == "error" else ""),
         )
         view = self._view()
+        if turn.tools is not None:
+            turn.tools.close()
         self._turn = None
         self._save_timer.stop()
         if view is not None:

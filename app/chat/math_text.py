@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QFont, QTextBlockFormat, QTextCharFormat, QTextCursor, QTextDocument, QTextFormat
+from PySide6.QtGui import QFont, QTextBlockFormat, QTextCharFormat, QTextDocument, QTextFormat
 
 # A char-format property that marks math runs (tests and copy code read it).
 MATH_PROPERTY = QTextFormat.Property.UserProperty.value + 21

@@ -223,6 +223,13 @@ class MessageView(QFrame):
         prefill_layout.addStretch(2)
         self.prefill_row.hide()
         self._layout.addWidget(self.prefill_row)
+        # Tool calls of the turn (app/tools/block.py), above the answer's text.
+        self.tool_area = QWidget(self)
+        self.tool_area.setObjectName("ToolArea")
+        self._tool_layout = QVBoxLayout(self.tool_area)
+        self._tool_layout.setContentsMargins(0, 0, 0, 0)
+        self.tool_area.hide()
+        self._layout.addWidget(self.tool_area)
         self.body = SafeTextView(self)
         self._layout.addWidget(self.body)
         self.note = QLabel(self)
@@ -253,6 +260,13 @@ class MessageView(QFrame):
             self.thinking.set_streaming(False, duration_s=(message.stats or {}).get("thinking_s"))
         self._render_now()
         self.set_final(message.status, message.stats, message.error)
+
+    def add_tool_widget(self, widget: QWidget) -> None:
+        self._tool_layout.addWidget(widget)
+        self.tool_area.show()
+
+    def tool_widgets(self) -> list[QWidget]:
+        return [self._tool_layout.itemAt(i).widget() for i in range(self._tool_layout.count())]
 
     def begin_streaming(self) -> None:
         self._streaming = True

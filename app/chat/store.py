@@ -10,6 +10,7 @@ Used from the GUI thread only (one connection); every write is small and commits
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import time
@@ -91,6 +92,45 @@ class StoredMessage:
         return self.version_ids.index(self.id) + 1 if self.id in self.version_ids else 1
 
 
+@dataclass(frozen=True)
+class StoredToolCall:
+    """One tool call of an assistant turn. ``status``: running, waiting, done, error, denied,
+    malformed. ``images``: (mime type, bytes) pairs the tool returned."""
+
+    message_id: int
+    step: int
+    index: int
+    name: str  # as the model called it
+    server: str = ""
+    tool: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    raw: str = ""  # the call as the model wrote it
+    result: str = ""
+    images: tuple[tuple[str, bytes], ...] = ()
+    status: str = "running"
+    duration_s: float = 0.0
+    step_answer: str = ""  # what the model wrote in this step before its calls
+    step_thinking: str = ""
+
+    def to_row(self) -> dict[str, Any]:
+        images = [{"mime_type": m, "data": base64.b64encode(d).decode()} for m, d in self.images]
+        return {
+            "message_id": self.message_id, "step": self.step, "call_index": self.index, "name": self.name,
+            "server": self.server, "tool": self.tool, "arguments": json.dumps(self.arguments), "raw": self.raw,
+            "result": self.result, "images": json.dumps(images), "status": self.status,
+            "duration_s": self.duration_s, "step_answer": self.step_answer, "step_thinking": self.step_thinking,
+        }
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "StoredToolCall":
+        images = tuple((i["mime_type"], base64.b64decode(i["data"])) for i in json.loads(row["images"] or "[]"))
+        return cls(
+            int(row["message_id"]), int(row["step"]), int(row["call_index"]), row["name"], row["server"],
+            row["tool"], json.loads(row["arguments"] or "{}"), row["raw"], row["result"], images, row["status"],
+            float(row["duration_s"]), row["step_answer"], row["step_thinking"],
+        )
+
+
 def _migration_1(db: sqlite3.Connection) -> None:
     # One statement at a time: executescript() would commit the migration's transaction early.
     _execute_all(
@@ -144,8 +184,35 @@ def _migration_3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX messages_by_version_group ON messages(version_group)")
 
 
+def _migration_4(db: sqlite3.Connection) -> None:
+    # Tool calls of an assistant turn, one row per call, with the text of the step that made it
+    # (so the history sent later can be rebuilt step by step).
+    _execute_all(
+        db,
+        """
+        CREATE TABLE tool_calls (
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            call_index INTEGER NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            server TEXT NOT NULL DEFAULT '',
+            tool TEXT NOT NULL DEFAULT '',
+            arguments TEXT NOT NULL DEFAULT '{}',
+            raw TEXT NOT NULL DEFAULT '',
+            result TEXT NOT NULL DEFAULT '',
+            images TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL DEFAULT 'running',
+            duration_s REAL NOT NULL DEFAULT 0,
+            step_answer TEXT NOT NULL DEFAULT '',
+            step_thinking TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (message_id, step, call_index)
+        )
+        """,
+    )
+
+
 # Index i holds the step from version i to i + 1. Append only: never edit a shipped step.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2, _migration_3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2, _migration_3, _migration_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -406,6 +473,27 @@ class ConversationStore:
                 "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
             )
             self._touch(conversation_id, self._clock())
+
+    # ------------------------------------------------------------- tool calls
+    def save_tool_call(self, call: "StoredToolCall") -> None:
+        """Insert or replace one call (it is saved when it starts and again when it ends)."""
+        row = call.to_row()
+        with self._transaction():
+            self._db.execute(
+                f"INSERT OR REPLACE INTO tool_calls ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row
+            )
+
+    def tool_calls(self, conversation_id: str) -> dict[int, list["StoredToolCall"]]:
+        """Each assistant message's calls, in the order they were made."""
+        rows = self._db.execute(
+            """SELECT t.* FROM tool_calls t JOIN messages m ON m.id = t.message_id
+               WHERE m.conversation_id = ? ORDER BY t.message_id, t.step, t.call_index""",
+            (conversation_id,),
+        )
+        calls: dict[int, list[StoredToolCall]] = {}
+        for row in rows:
+            calls.setdefault(int(row["message_id"]), []).append(StoredToolCall.from_row(row))
+        return calls
 
     def _touch(self, conversation_id: str, now: float) -> None:
         self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))

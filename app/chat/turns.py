@@ -64,6 +64,8 @@ class StreamingTurn:
     prefill: Optional[tuple[int, int, Optional[float]]] = None  # the last PrefillProgress
     progress_label: Optional[str] = None  # TurnJob.progress_label
     reading_started_at: Optional[float] = None  # the first PrefillProgress (the engine's clock)
+    tools: Any = None  # app.tools.turn.ToolTurn when the turn may call tools
+    tool_notice: str = ""  # why tools were not offered this turn
 
 
 def forget_conversation_job(conversation_id: str) -> Job:

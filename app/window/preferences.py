@@ -181,6 +181,14 @@ class PreferencesDialog(QDialog):
         form.addRow("Prompt cache on disk:", self.prompt_cache)
         form.addRow("", _hint(self, "Long chats reopen fast after a restart. A new limit applies when a model is next loaded."))
         self._show_server()
+        from app.tools.service import ToolService
+        from app.tools.settings_section import ToolsSection
+
+        tools = getattr(parent, "tools", None)  # app.tools.turn.ChatTools, when attached
+        self.tools_section = ToolsSection(settings, tools.service if tools is not None else ToolService(), self)
+        self.tools_section.settingChanged.connect(self.settingChanged)
+        form.addItem(_gap())
+        form.addRow("Tools:", self.tools_section)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 20, 24, 20)
         layout.addLayout(form)
