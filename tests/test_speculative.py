@@ -331,3 +331,31 @@ def _seeded(seed, fn):
 def _tv(a: Counter, b: Counter) -> float:
     total_a, total_b = sum(a.values()), sum(b.values())
     return 0.5 * sum(abs(a[k] / total_a - b[k] / total_b) for k in set(a) | set(b))
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_cli_generate_with_a_draft_model_reports_speculation_in_json(paths, capsys):
+    import json
+
+    from mlx_backend.commands import cli
+
+    draft_path, target_path = paths
+    common = ["generate", "--model", str(target_path), "--prompt", PROMPTS[1], "--max-tokens", "20",
+              "--temp", "0", "--top-p", "1", "--top-k", "0", "--no-think", "--json"]
+    assert cli.main(common) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli.main(common + ["--draft-model", str(draft_path), "--num-draft", "2"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["text"] == plain["text"] and plain["speculative"] is None
+    assert record["speculative"] == "draft-model" and record["drafted_tokens"] > 0
+    assert record["acceptance_rate"] == round(record["accepted_tokens"] / record["drafted_tokens"], 4)
+
+
+def test_cli_num_draft_without_a_draft_model_is_one_clear_line(paths, capsys):
+    from mlx_backend.commands import cli
+
+    code = cli.main(["generate", "--model", str(paths[1]), "--prompt", "hi", "--num-draft", "3"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "qwen-desk: --num-draft needs --draft-model."
