@@ -62,7 +62,7 @@ from mlx_backend.loading.quantize import convert  # noqa: E402
 from tests.support.checkpoints import write_random_checkpoint  # noqa: E402
 from tests.support.tokenizers import qwen3_fixtures_available  # noqa: E402
 
-from bench import hybrid  # noqa: E402
+from bench import hybrid, speculative  # noqa: E402
 
 # Qwen3-0.6B's config.json (the fields that shape compute and memory).
 QWEN3_0_6B = {
@@ -128,11 +128,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, help="also write the markdown table to this file")
     parser.add_argument(
         "--only",
-        choices=("all", "qwen3", "hybrid"),
+        choices=("all", "qwen3", "hybrid", "speculative"),
         default="all",
         help="which rows: the Qwen3-0.6B-shaped ones, the hybrid Qwen3.5 ones, or all (default)",
     )
     hybrid.add_arguments(parser)
+    speculative.add_arguments(parser)
 
 
 # ---------------------------------------------------------------- the two sides
@@ -329,6 +330,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         tables.append(run_qwen3(args, command))
     if args.only in ("all", "hybrid"):
         tables.append(run_hybrid(args, command))
+    if args.only in ("all", "speculative"):
+        tables.append(speculative.run(args, command, log))
     table = "\n\n".join(tables)
     print(table)
     if args.output:

@@ -28,7 +28,7 @@ from mlx_backend.generation.speculative import (
     speculative_steps,
 )
 from mlx_backend.loading.loader import load
-from tests.support.draft_pairs import agree_with, write_pair
+from tests.support.draft_pairs import QuotingModel, agree_with, write_pair
 
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
 # head_dim 64 so the KV cache can be quantized (groups of 64).
@@ -187,32 +187,6 @@ def test_request_can_turn_the_draft_model_off(models):
 # ------------------------------------------------------------------ prompt lookup
 
 
-class QuotingModel:
-    """A real model whose every position predicts the next token of a fixed reply after the
-    prompt (any number of positions per call, so verification passes see it too)."""
-
-    def __init__(self, model, reply: list[int], end: int):
-        self._model = model
-        self.reply = reply + [end]
-        self.prompt_length = 0
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def __call__(self, inputs, cache=None, **kwargs):
-        before = cache[0].offset if cache else 0
-        logits = self._model(inputs, cache=cache, **kwargs)
-        vocab = logits.shape[-1]
-        rows = []
-        for i in range(inputs.shape[1]):
-            at = before + i + 1 - self.prompt_length  # reply index this position predicts
-            if 0 <= at < len(self.reply):
-                rows.append(mx.where(mx.arange(vocab) == self.reply[at], 0.0, -1e9).astype(logits.dtype))
-            else:
-                rows.append(logits[0, i])
-        return mx.stack(rows)[None]
-
-
 DOCUMENT = (
     "The lighthouse keeper kept a logbook of every ship that passed the rocks at night. "
     "In the winter of the great storm he wrote that the lamp burned for nine days without rest, "
@@ -359,3 +333,33 @@ def test_cli_num_draft_without_a_draft_model_is_one_clear_line(paths, capsys):
     code = cli.main(["generate", "--model", str(paths[1]), "--prompt", "hi", "--num-draft", "3"])
     assert code == 2
     assert capsys.readouterr().err.strip() == "qwen-desk: --num-draft needs --draft-model."
+
+
+# ------------------------------------------------------------------ hybrid models
+
+
+class LinearStateModel:
+    """A model whose cache can't be trimmed, like a hybrid Qwen3.5's linear-attention state."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, *args, **kwargs):
+        return self._model(*args, **kwargs)
+
+    def make_cache(self):
+        from mlx_lm.models.cache import ArraysCache
+
+        return [ArraysCache(2) for _ in self._model.layers]
+
+
+def test_hybrid_models_refuse_speculation_with_the_reason(models):
+    hybrid = LinearStateModel(models["same"])
+    with pytest.raises(RequestError, match="hybrid models .* can't be taken back"):
+        Engine(hybrid, models["tokenizer"], draft_model=models["draft"])
+    engine = Engine(hybrid, models["tokenizer"])
+    with pytest.raises(RequestError, match="Prompt lookup needs a KV cache that can be trimmed"):
+        engine.prepare(request("x", prompt_lookup="on"))

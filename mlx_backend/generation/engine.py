@@ -14,6 +14,13 @@ cache's tokens are a prefix of it, else from the longest snapshot inside the com
 (``prompt_cache.py``), so a follow-up turn prefills only the new message and the generation
 prompt, and an edited or regenerated turn only what follows the last boundary before it.
 
+Speculative decoding (``speculative.py``): with ``draft_model=`` (a small model of the same
+tokenizer, ``Engine.load(..., draft=path)``) the draft guesses and this model verifies several
+tokens per pass; without one, long prompts (``ChatRequest.prompt_lookup``, "auto") draft by
+n-gram lookup in the prompt. Output is the target's own (greedy: token-identical), the draft's
+cache is kept per conversation beside the target's, and drafting that doesn't pay falls back to
+plain decoding during the answer. Hybrid models decode plainly (their state can't be trimmed).
+
 Contract with the caller (the GUI worker, the CLI):
 
 - A malformed request (no messages, unknown role, empty last message, last message not from

@@ -54,3 +54,33 @@ def agree_with(target: nn.Module, draft: nn.Module, *, mix: float = 0.0) -> None
     if mix:
         target.lm_head.weight = (1 - mix) * draft.lm_head.weight + mix * own_head
     mx.eval(target.parameters())
+
+
+class QuotingModel:
+    """Wraps a real model so that every position predicts the next token of a fixed reply after
+    the prompt (any number of positions per call, so verification passes see it too); set
+    ``prompt_length`` to the prompt's token count before generating."""
+
+    def __init__(self, model, reply: list[int], end: int):
+        self._model = model
+        self.reply = reply + [end]
+        self.prompt_length = 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def __call__(self, inputs, cache=None, **kwargs):
+        before = cache[0].offset if cache else 0
+        logits = self._model(inputs, cache=cache, **kwargs)
+        vocab = logits.shape[-1]
+        rows = []
+        for i in range(inputs.shape[1]):
+            at = before + i + 1 - self.prompt_length  # reply index this position predicts
+            if 0 <= at < len(self.reply):
+                forced = mx.where(mx.arange(vocab) == self.reply[at], 0.0, -1e9).astype(logits.dtype)
+                # Still a function of the network's output, so MLX computes it (lazy evaluation
+                # would otherwise skip the network, and a benchmark would time nothing).
+                rows.append(forced + 0.0 * logits[0, i])
+            else:
+                rows.append(logits[0, i])
+        return mx.stack(rows)[None]
