@@ -140,6 +140,7 @@ def run(args: argparse.Namespace, command: str, log: Callable[[str], None]) -> s
                 "ours_spec": lambda: ours(spec, request),
             })
             rows.append(_row(label, result))
+            log(rows[-1])  # each row as soon as it is measured: a long run shows progress
         log("prompt lookup")
         target, tokenizer = _load(target_path)
         for label, reply in (("answer quotes the document", DOCUMENT.split(". ")[1] + ". " + DOCUMENT.split(". ")[2]),
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace, command: str, log: Callable[[str], None]) -> s
                 "ours_spec": lambda: ours(engine, _with(question, prompt_lookup="on")),
             })
             rows.append(_lookup_row(label, result))
+            log(rows[-1])
     lines = [
         f"Speculative decoding (MLX {mx.__version__}, {mx.default_device()}): random-weight float32 "
         f"models, Qwen3-0.6B's layer shape at half width (hidden 512), a 2-layer draft and a "
