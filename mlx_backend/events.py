@@ -62,6 +62,11 @@ class ChatRequest:
     # Text completion (the server's /v1/completions): this prompt as is, no chat template and no
     # thinking; ``messages`` must then be empty. Control tokens written in it become their ids.
     raw_prompt: Optional[str] = None
+    # Speculative decoding with the engine's draft model, when it was loaded with one.
+    use_draft_model: bool = True
+    # Prompt-lookup drafting (guesses copied from the prompt, no draft model): "auto" tries it
+    # for long prompts (documents, pastes) and keeps it only while it pays; "on" or "off".
+    prompt_lookup: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,18 @@ class GenerationStats:
     prompt_tps: float
     generation_tps: float
     peak_memory_gb: float
+    # Speculative decoding: "draft-model", "prompt-lookup" or None (plain decoding).
+    speculative: Optional[str] = None
+    drafted_tokens: int = 0  # tokens proposed by the drafter
+    accepted_tokens: int = 0  # of those, tokens the target model kept
+    # Measured plain time per token over drafted time per token in this answer (None: unknown).
+    speculative_speedup: Optional[float] = None
+    # Drafting turned out slower than plain decoding, which took over for the rest.
+    speculative_fell_back: bool = False
+
+    @property
+    def acceptance_rate(self) -> Optional[float]:
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else None
 
 
 @dataclass(frozen=True)

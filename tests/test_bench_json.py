@@ -23,7 +23,6 @@ def test_json_has_every_key_with_nulls_explained(monkeypatch, capsys) -> None:
         "SECTIONS",
         {
             "restart": lambda args, command: run.Section("| restart |", {"restart_ttft_speedup": 31.5}, {}),
-            "speculative": run.speculative_section,
         },
     )
     parser = run.argparse.ArgumentParser()
@@ -37,7 +36,8 @@ def test_json_has_every_key_with_nulls_explained(monkeypatch, capsys) -> None:
     assert missing == {"turn5_ttft_speedup", "peak_memory_ratio", "speculative_speedup",
                        "speculative_vs_mlx_lm", "mtp_speedup", "app_path_ratio"}
     assert set(figures["notes"]) == missing and all(figures["notes"].values())
-    assert "bench/speculative.py" in figures["notes"]["mtp_speedup"]
+    assert "not built" in figures["notes"]["mtp_speedup"]
+    assert "--only qwen3" in figures["notes"]["speculative_speedup"]
     assert "| qwen3 table |" in err and "| restart |" in err  # the table still shows, on stderr
 
 
@@ -48,3 +48,15 @@ def test_without_json_the_table_is_printed(monkeypatch, capsys) -> None:
     run.add_arguments(parser)
     run.run_benchmark(parser.parse_args(["--only", "qwen3"]))
     assert capsys.readouterr().out.strip() == "| qwen3 table |"
+
+
+def test_the_speculative_rows_fill_their_two_keys(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(run.speculative, "run", lambda args, command, log: (
+        "| speculative |", {"speculative_speedup": 1.7, "speculative_vs_mlx_lm": 1.1}))
+    parser = run.argparse.ArgumentParser()
+    run.add_arguments(parser)
+    assert run.run_benchmark(parser.parse_args(["--json", "--only", "speculative"])) == 0
+    out, err = capsys.readouterr()
+    figures = json.loads(out)
+    assert figures["speculative_speedup"] == 1.7 and figures["speculative_vs_mlx_lm"] == 1.1
+    assert "| speculative |" in err and figures["decode_ratio"] is None

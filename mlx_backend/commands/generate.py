@@ -60,6 +60,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--stop", action="append", default=[], help="stop when this text appears (repeatable)"
     )
+    parser.add_argument(
+        "--draft-model",
+        metavar="M",
+        help="speculative decoding with this small model of the same tokenizer (e.g. Qwen3-0.6B)",
+    )
+    parser.add_argument(
+        "--num-draft",
+        type=int,
+        metavar="N",
+        help="tokens the draft model guesses per step (default: chosen by the acceptance)",
+    )
+    parser.add_argument(
+        "--prompt-lookup",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="draft from n-grams of the prompt (default auto: long prompts, while it pays)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line with text and stats")
     tools = parser.add_argument_group("tools (MCP)")
     tools.add_argument("--mcp-config", metavar="FILE", help="offer the tools of the MCP servers in this mcpServers JSON file")
@@ -109,6 +126,7 @@ def build_request(
         yarn_factor=args.yarn,
         reasoning_effort=args.reasoning_effort,
         preserve_thinking=args.preserve_thinking,
+        prompt_lookup=getattr(args, "prompt_lookup", "auto"),
     )
 
 
@@ -116,7 +134,13 @@ def run(args: argparse.Namespace) -> int:
     from mlx_backend import Engine  # MLX is imported only when a command needs it
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    engine = Engine.load(args.model)
+    draft = getattr(args, "draft_model", None)
+    num_draft = getattr(args, "num_draft", None)
+    if num_draft is not None and draft is None:
+        raise RequestError("--num-draft needs --draft-model.")
+    if args.allow_tools and not args.mcp_config:
+        raise RequestError("--allow-tools needs --mcp-config FILE: the servers the tools come from.")
+    engine = Engine.load(args.model, draft=draft, num_draft_tokens=num_draft)
     tokenizer = engine.tokenizer
     request = build_request(
         args,
@@ -127,8 +151,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.mcp_config:
         events = _tool_loop_events(args, engine, request)
-    elif args.allow_tools:
-        raise RequestError("--allow-tools needs --mcp-config FILE: the servers the tools come from.")
     else:
         events = engine.stream(request)  # raises RequestError for a bad request: cli.py prints it
     if args.json:
@@ -207,6 +229,8 @@ def _print_stream(events: Iterable[Event], out: TextIO, err: TextIO) -> int:
                 f"Generation: {s.generation_tokens} tokens, {s.generation_tps:.1f} tokens/s "
                 f"({event.reason}); peak memory {s.peak_memory_gb:.2f} GB\n"
             )
+            if s.speculative:
+                err.write(_speculation_line(s) + "\n")
             # A tool loop has a Finished per model step: the last one decides.
             code = 1 if event.reason == "error" else 0
     return code
@@ -269,6 +293,12 @@ def _print_json(events: Iterable[Event]) -> int:
         "prompt_tps": round(s.prompt_tps, 2),
         "generation_tps": round(s.generation_tps, 2),
         "peak_memory_gb": round(s.peak_memory_gb, 4),
+        "speculative": s.speculative,
+        "drafted_tokens": s.drafted_tokens,
+        "accepted_tokens": s.accepted_tokens,
+        "acceptance_rate": None if s.acceptance_rate is None else round(s.acceptance_rate, 4),
+        "speculative_speedup": None if s.speculative_speedup is None else round(s.speculative_speedup, 3),
+        "speculative_fell_back": s.speculative_fell_back,
     }
     if calls or steps > 1:
         record.update(tool_calls=calls, steps=steps, step_limit_reached=limited)
@@ -278,3 +308,14 @@ def _print_json(events: Iterable[Event]) -> int:
     if error:
         print(f"qwen-desk: {error}", file=sys.stderr)
     return 1 if finished.reason == "error" or limited else 0
+
+
+def _speculation_line(s) -> str:
+    """Speculative decoding in a line: what drafted, how much was kept, the speed it gained."""
+    rate = f"{s.acceptance_rate:.0%}" if s.acceptance_rate is not None else "n/a"
+    line = f"Speculative ({s.speculative}): {s.accepted_tokens}/{s.drafted_tokens} drafted tokens accepted ({rate})"
+    if s.speculative_speedup is not None:
+        line += f", {s.speculative_speedup:.2f}x plain decoding"
+    if s.speculative_fell_back:
+        line += "; slower than plain here, so plain decoding took over"
+    return line

@@ -14,6 +14,13 @@ cache's tokens are a prefix of it, else from the longest snapshot inside the com
 (``prompt_cache.py``), so a follow-up turn prefills only the new message and the generation
 prompt, and an edited or regenerated turn only what follows the last boundary before it.
 
+Speculative decoding (``speculative.py``): with ``draft_model=`` (a small model of the same
+tokenizer, ``Engine.load(..., draft=path)``) the draft guesses and this model verifies several
+tokens per pass; without one, long prompts (``ChatRequest.prompt_lookup``, "auto") draft by
+n-gram lookup in the prompt. Output is the target's own (greedy: token-identical), the draft's
+cache is kept per conversation beside the target's, and drafting that doesn't pay falls back to
+plain decoding during the answer. Hybrid models decode plainly (their state can't be trimmed).
+
 Contract with the caller (the GUI worker, the CLI):
 
 - A malformed request (no messages, unknown role, empty last message, last message not from
@@ -68,6 +75,14 @@ from mlx_backend.generation.sampling import (
     resolve_sampling,
     seed_random,
 )
+from mlx_backend.generation.speculative import (
+    DraftModelDrafter,
+    Drafter,
+    PromptLookupDrafter,
+    SpeculationStats,
+    can_speculate,
+    speculative_steps,
+)
 from mlx_backend.generation.stats import RequestRun
 from mlx_backend.memory.device import memory_budget, reset_peak_memory, wired_limit
 from mlx_backend.memory.sizes import GB, model_nbytes
@@ -87,6 +102,9 @@ log = logging.getLogger(__name__)
 
 # A prompt must leave this much of the context free for the answer (or max_tokens, if smaller).
 ANSWER_ROOM_TOKENS = 512
+# Prompt lookup "auto" tries drafting from prompts at least this long (documents, pastes).
+PROMPT_LOOKUP_MIN_TOKENS = 512
+PROMPT_LOOKUP_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,10 @@ class Engine:
         reencode_replies: bool = True,
         disk_cache_folder: Optional[str | Path] = None,
         disk_cache_budget_bytes: int = DEFAULT_DISK_BUDGET_BYTES,
+        draft_model: Optional[nn.Module] = None,
+        draft_tokenizer: Optional[Qwen3Tokenizer] = None,
+        num_draft_tokens: Optional[int] = None,
+        prompt_lookup_min_tokens: int = PROMPT_LOOKUP_MIN_TOKENS,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -159,7 +181,37 @@ class Engine:
             self.disk_cache = DiskPromptCache(
                 disk_cache_folder, self._identity(), self._shape, disk_cache_budget_bytes
             )
+        # Speculative decoding: a small model of the same tokenizer drafts, this one verifies.
+        # None drafts an automatic number of tokens (following the acceptance).
+        self.num_draft_tokens = num_draft_tokens
+        self.prompt_lookup_min_tokens = prompt_lookup_min_tokens
+        self._speculates = can_speculate(make_prompt_cache(model))
+        self.draft_model = draft_model
+        self._draft_caches: Optional[PromptCacheStore] = None
+        if draft_model is not None:
+            self._check_draft(draft_model, draft_tokenizer)
+            self._draft_caches = PromptCacheStore(
+                max(64 * 2**20, cache_budget_bytes // 4), max_cached_conversations
+            )
         self._busy = threading.Lock()
+
+    def _check_draft(self, draft_model: nn.Module, draft_tokenizer: Optional[Qwen3Tokenizer]) -> None:
+        """Refuse a draft model the engine can't use, with the reason (raises RequestError)."""
+        num = self.num_draft_tokens
+        if num is not None:
+            if not isinstance(num, int) or not 1 <= num <= 32:
+                raise RequestError(f"The number of drafted tokens must be 1 to 32, not {num!r}.")
+        if not self._speculates or not can_speculate(make_prompt_cache(draft_model)):
+            raise RequestError(
+                "Speculative decoding needs both models' caches to be trimmable, and hybrid "
+                "models (Qwen3.5, Qwen3-Next) keep a linear-attention state that can't be taken "
+                "back: load this model without a draft model."
+            )
+        if draft_tokenizer is not None and not _same_tokenizer(self.tokenizer, draft_tokenizer):
+            raise RequestError(
+                "The draft model must use the same tokenizer as the model it drafts for "
+                "(e.g. Qwen3-0.6B for a larger Qwen3)."
+            )
 
     def _identity(self) -> str:
         """What a cache file must have been made with to be used: these weights and template."""
@@ -183,12 +235,16 @@ class Engine:
         path_or_repo: str | Path,
         progress: Optional[Callable[[int, int], None]] = None,
         cancel: Optional[threading.Event] = None,
+        draft: Optional[str | Path] = None,
         **options: Any,
     ) -> "Engine":
-        """Resolve (downloading if needed) and load a model folder or Hugging Face repo."""
+        """Resolve (downloading if needed) and load a model folder or Hugging Face repo, and
+        ``draft``, a small model of the same tokenizer for speculative decoding, if given."""
         from mlx_backend.loading.loader import load
 
         model, tokenizer = load(path_or_repo, progress=progress, cancel=cancel)
+        if draft is not None:
+            options["draft_model"], options["draft_tokenizer"] = load(draft, cancel=cancel)
         return cls(model, tokenizer, **options)
 
     # ------------------------------------------------------------------ facts
@@ -247,11 +303,15 @@ class Engine:
     def forget_conversation(self, conversation_id: str) -> None:
         """Drop a conversation's cache (deleted chat, edited history), on disk too."""
         self.prompt_caches.discard(conversation_id)
+        if self._draft_caches is not None:
+            self._draft_caches.discard(conversation_id)
         if self.disk_cache is not None:
             self.disk_cache.discard(conversation_id)
 
     def clear_caches(self) -> None:
         self.prompt_caches.clear()
+        if self._draft_caches is not None:
+            self._draft_caches.clear()
 
     # ------------------------------------------------------------------ requests
 
@@ -274,6 +334,15 @@ class Engine:
             raise RequestError(
                 f"This model's attention heads have {self._shape.head_dim} values, which can't be "
                 f"quantized in groups of {KV_GROUP_SIZE}: turn KV cache quantization off."
+            )
+        if request.prompt_lookup not in PROMPT_LOOKUP_MODES:
+            raise RequestError(
+                f"Prompt lookup must be one of {', '.join(PROMPT_LOOKUP_MODES)}, not {request.prompt_lookup!r}."
+            )
+        if request.prompt_lookup == "on" and not self._speculates:
+            raise RequestError(
+                "Prompt lookup needs a KV cache that can be trimmed; this hybrid model's "
+                "linear-attention state can't be, so it decodes plainly: set prompt lookup to auto or off."
             )
         return PreparedRequest(
             request=request,
@@ -399,6 +468,7 @@ class Engine:
         if not conversation or run.broken:
             return
         # Every layer must hold exactly the tokens we think it holds, or the cache is dropped.
+        self._return_draft_cache(prepared, run)
         if all(layer.offset == len(run.held) for layer in run.layers):
             signature = self._signature(prepared.request)
             self.prompt_caches.put(conversation, run.layers, run.held, signature, run.snapshots)
@@ -408,6 +478,17 @@ class Engine:
                     self.disk_cache.save(conversation, entry, signature)
                 except Exception:  # noqa: BLE001 - the disk copy is an optimisation only
                     log.warning("could not save the prompt cache", exc_info=True)
+
+    def _return_draft_cache(self, prepared: PreparedRequest, run: RequestRun) -> None:
+        """The draft model's cache goes back too, holding the tokens it was last fed."""
+        drafter = run.drafter
+        if self._draft_caches is None or not isinstance(drafter, DraftModelDrafter):
+            return
+        if drafter.held and all(layer.offset == len(drafter.held) for layer in drafter.layers):
+            signature = self._signature(prepared.request)
+            self._draft_caches.put(
+                prepared.request.conversation_id, drafter.layers, drafter.held, signature
+            )
 
     def _events(self, prepared: PreparedRequest, run: RequestRun, cancel: threading.Event) -> Iterator[Event]:
         prompt = prepared.prompt
@@ -459,9 +540,29 @@ class Engine:
             yield chunk
 
     def _start_decoding(self, prepared: PreparedRequest, run: RequestRun) -> Iterator[TokenStep]:
-        """generate_step from the filled cache over the one prompt token it does not hold yet."""
+        """generate_step from the filled cache over the one prompt token it does not hold yet,
+        or speculative decoding (speculative.py) where a drafter applies."""
         request = prepared.request
         prompt = prepared.prompt
+        drafter = self._drafter_for(prepared, run)
+        if drafter is not None:
+            run.drafter = drafter
+            run.speculation = SpeculationStats(drafter.kind)
+            sampling = prepared.sampling
+            return speculative_steps(
+                self.model,
+                run.layers,
+                prompt,
+                drafter,
+                sampler=make_request_sampler(sampling, self._shape.vocab_size),
+                logits_processors=make_request_logits_processors(sampling),
+                processors_for=lambda prefilled: make_request_logits_processors(sampling, prefilled),
+                max_tokens=prepared.max_tokens,
+                stats=run.speculation,
+                num_draft=self.num_draft_tokens,
+                kv_bits=request.kv_bits,
+                kv_group_size=KV_GROUP_SIZE,
+            )
         return generate_step(
             mx.array(prompt[len(run.held) :]),
             self.model,
@@ -474,6 +575,33 @@ class Engine:
             # A requested KV quantization covers the whole context, as the memory plan assumes.
             quantized_kv_start=0,
         )
+
+    def _drafter_for(self, prepared: PreparedRequest, run: RequestRun) -> Optional[Drafter]:
+        """The draft model if loaded and wanted; else prompt lookup if on (or auto, long prompt)."""
+        request = prepared.request
+        prompt = prepared.prompt
+        if not self._speculates or len(run.held) != len(prompt) - 1:
+            return None
+        if self.draft_model is not None and request.use_draft_model:
+            checkout = self._draft_caches.checkout(
+                request.conversation_id,
+                prompt,
+                lambda: make_prompt_cache(self.draft_model),
+                self._signature(request),
+            )
+            drafter = DraftModelDrafter(
+                self.draft_model,
+                checkout.layers,
+                prompt[: checkout.reused],
+                kv_bits=request.kv_bits,
+                kv_group_size=KV_GROUP_SIZE,
+            )
+            drafter.catch_up(prompt)  # the draft's prefill, part of the time to first token
+            return drafter
+        lookup = request.prompt_lookup
+        if lookup == "on" or (lookup == "auto" and len(prompt) >= self.prompt_lookup_min_tokens):
+            return PromptLookupDrafter()
+        return None
 
     def _reencode_reply(
         self, prepared: PreparedRequest, run: RequestRun, answer: str, cancel: threading.Event
@@ -512,3 +640,13 @@ class Engine:
             run.want_snapshots_at([len(history)])
         for _ in self._prefill(prepared, run, history[len(run.held) :], cancel):
             pass
+
+
+def _same_tokenizer(a: Qwen3Tokenizer, b: Qwen3Tokenizer) -> bool:
+    """Same ids for the same text, and the same end-of-turn tokens: drafts are compared by id."""
+    probe = "Hello, world! <think>2 + 2 = 4</think> Qwen3 ÄÖÜ 你好 \n\tdef f(x): return x"
+    return (
+        a.vocab_size == b.vocab_size
+        and a.eos_token_ids == b.eos_token_ids
+        and a.encode(probe) == b.encode(probe)
+    )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from mlx_backend.events import GenerationStats
 from mlx_backend.generation.prompt_cache import LayerCaches, Snapshots, take_snapshot
+from mlx_backend.generation.speculative import SpeculationStats
 from mlx_backend.memory.device import peak_memory_bytes
 from mlx_backend.memory.sizes import GB
 
@@ -29,6 +30,9 @@ class RequestRun:
     # where this request wants one (turn boundaries); both stay empty for a trimmable cache.
     snapshots: Snapshots = field(default_factory=dict)
     boundaries: set[int] = field(default_factory=set)
+    # Speculative decoding's counters, and the draft model's drafter (its cache goes back too).
+    speculation: Optional[SpeculationStats] = None
+    drafter: Optional[Any] = None
 
     def want_snapshots_at(self, positions: Iterable[int]) -> None:
         self.boundaries.update(p for p in positions if p > 0)
@@ -55,4 +59,17 @@ class RequestRun:
                 (self.generated - 1) / decode_time if self.generated > 1 and decode_time > 0 else 0.0
             ),
             peak_memory_gb=peak_memory_bytes() / GB,
+            **self._speculation_stats(),
+        )
+
+    def _speculation_stats(self) -> dict[str, Any]:
+        spec = self.speculation
+        if spec is None:
+            return {}
+        return dict(
+            speculative=spec.kind,
+            drafted_tokens=spec.drafted,
+            accepted_tokens=spec.accepted,
+            speculative_speedup=spec.speedup,
+            speculative_fell_back=spec.fell_back,
         )

@@ -8,7 +8,9 @@ reply in order; a retry of the same prompt gets the same reply; past the script,
 empty.
 
 The tokens so far are tracked from the cache's offset before each call, so prompt-cache reuse,
-trims and re-encoding see the same history the engine does.
+trims and re-encoding see the same history the engine does. A speculative verify call (the last
+token and several drafted ones at once, e.g. from prompt lookup) gets the script's next token at
+every position that still follows the script.
 """
 
 from __future__ import annotations
@@ -37,14 +39,44 @@ class ScriptedModel:
         fed = inputs.reshape(-1).tolist()
         self._history = self._history[:before] + fed
         logits = self._model(inputs, cache=cache, **kwargs)
-        target = self._next_token(fed) if len(fed) == 1 else None
-        if len(fed) > 1:
-            self._writing = None  # a prefill or a re-encode: whatever was being written ended
-        if target is None:
+        targets = self._targets(before, fed)
+        if not targets:
             return logits
         vocab = logits.shape[-1]
-        forced = mx.where(mx.arange(vocab) == target, 0.0, -1e9).astype(logits.dtype)
-        return mx.concatenate([logits[:, :-1, :], mx.broadcast_to(forced, (logits.shape[0], 1, vocab))], axis=1)
+        ids = mx.arange(vocab)
+        rows = [
+            mx.broadcast_to(mx.where(ids == targets[j], 0.0, -1e9).astype(logits.dtype), (logits.shape[0], vocab))
+            if j in targets else logits[:, j, :]
+            for j in range(logits.shape[1])
+        ]
+        return mx.stack(rows, axis=1)
+
+    def _targets(self, before: int, fed: list[int]) -> dict[int, int]:
+        """The forced next token at each position of this call (position in ``fed`` -> token)."""
+        if self._continues(before):
+            # Decoding the reply, one token at a time or a speculative verify of several drafts:
+            # each position that still follows the script gets the script's next token.
+            start, reply = self._writing
+            targets = {}
+            for j in range(len(fed)):
+                written = before + j + 1 - start
+                if self._history[start : before + j + 1] != reply[:written]:
+                    break  # a draft that left the script: what follows is rejected anyway
+                targets[j] = reply[written] if written < len(reply) else self._end
+            return targets
+        if len(fed) > 1:
+            self._writing = None  # a prefill or a re-encode: whatever was being written ended
+            return {}
+        token = self._next_token(fed)
+        return {} if token is None else {0: token}
+
+    def _continues(self, before: int) -> bool:
+        """Does this call start inside the reply being written (its first token the next one)?"""
+        if self._writing is None:
+            return False
+        start, reply = self._writing
+        written = before + 1 - start
+        return 0 < written <= len(reply) and self._history[start : before + 1] == reply[:written]
 
     def _next_token(self, fed: list[int]) -> int | None:
         if fed[0] == self._end:
@@ -53,13 +85,8 @@ class ScriptedModel:
             # A lone token right after an end of turn is the engine re-encoding a plain reply
             # (the "\n" the template puts after <|im_end|>); a generation prompt never ends so.
             return None
-        # generate_step feeds the prompt's last token alone, then each sampled token alone: a
-        # single-token call that doesn't continue the reply being written starts a new one.
-        if self._writing is not None:
-            start, reply = self._writing
-            written = len(self._history) - start
-            if 0 < written <= len(reply) and self._history[start:] == reply[:written]:
-                return reply[written] if written < len(reply) else self._end
+        # generate_step feeds the prompt's last token alone: a single-token call that doesn't
+        # continue the reply being written starts a new one.
         key = tuple(self._history)
         if key not in self._reply_for:
             if len(self._reply_for) >= len(self._replies):
