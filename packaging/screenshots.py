@@ -16,6 +16,8 @@ at a fixed point, so every picture is the same on every run. Writes:
 - documents-plan.png: a PDF just dropped: its chip and the plan panel, before Summarize
 - documents-progress.png: that PDF being summarized part by part (progress panel, ETA)
 - quick-ask-light.png, quick-ask-dark.png: the menu-bar popup (packaging/quick_ask_screenshot.py)
+- models-*.png, picker-*.png (``--only models``): the Models window (800 x 500 and full size, a
+  just-added folder, no models) and the model picker (none, loading, its menu), light and dark
 - reasoning-effort.png, reasoning-menu.png: a Qwen3.8 model's Effort popup in the top bar, and
   its menu open (effort levels, earlier answers' reasoning)
 """
@@ -469,6 +471,106 @@ def capture(out_dir: Path) -> list[Path]:
     return written
 
 
+def capture_models(out_dir: Path) -> list[Path]:
+    """The Models window and the top bar's model picker (no model, loading, loaded with its menu
+    open), at 800 x 500 and full size, light and dark. ``--only models``."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.chat.store import ConversationStore
+    from app.gui import configure_application_identity
+    from app.models.installed import InstalledModel
+    from app.models.manager import ModelManager
+    from app.settings import Settings
+    from app.window.main_window import MainWindow
+    from app.window.theme import ThemeManager
+    from app.worker.worker import WorkerClient
+    from tests.support.checkpoints import write_random_checkpoint
+
+    configure_application_identity()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    theme = ThemeManager(app, "light")
+    data = Path(os.environ["QWEN_DESK_DATA_DIR"])
+    store = ConversationStore(data / "conversations.sqlite3")
+    settings = Settings()
+    folder = write_random_checkpoint(data / "models" / "Qwen3-tiny-finetune")
+    hold = threading.Event()
+
+    def loader(path, progress):
+        hold.wait(30)
+        return SimpleNamespace(info=DemoInfo(), stream=lambda request, cancel: iter(()))
+
+    def cached() -> list[InstalledModel]:
+        hf = Path.home() / ".cache/huggingface/hub"
+        return [InstalledModel("mlx-community/Qwen3-8B-4bit", "Qwen3-8B-4bit", hf, 4_610_000_000, "cache")]
+
+    worker = WorkerClient(engine_loader=loader)
+    window = MainWindow(store, worker, settings, theme_manager=theme, model_manager_factory=lambda parent: ModelManager(
+        settings, parent, budget_bytes=DEMO_BUDGET_BYTES, installed_models=cached))
+    theme.changed.connect(window.apply_theme)
+    window.model_picker._scan = cached
+    window.show()
+    written: list[Path] = []
+
+    def save(widget, name: str) -> None:
+        written.append(out_dir / f"{name}.png")
+        widget.grab().save(str(written[-1]))
+
+    try:
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            window.resize(800, 500)
+            window.model_picker.refresh()
+            _settle(400)
+            save(window, f"picker-none-{theme_name}-800x500")
+        theme.set_theme("light")
+        hold.clear()
+        window.load_model("mlx-community/Qwen3-8B-4bit")
+        _wait(lambda: window.model_picker.currentText().startswith("Loading"))
+        _settle(300)
+        save(window, "picker-loading-light-800x500")
+        hold.set()
+        _wait(lambda: window.model_ready)
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            window.resize(1180, 760)
+            _settle(400)
+            window.model_picker.showPopup()
+            _settle(400)
+            save(window.model_picker.view().window(), f"picker-menu-{theme_name}")
+            window.model_picker.hidePopup()
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            manager = window.open_model_manager(first_run=True)
+            for size, label in (((780, 470), "800x500"), ((760, 620), "full")):
+                manager.resize(*size)
+                _settle(300)
+                manager.show_recommended()
+                _settle(200)
+                save(manager, f"models-{theme_name}-{label}")
+            manager.add_folder(str(folder))
+            _wait(lambda: window.model_ready and window.worker.model_name == str(folder))
+            _settle(300)
+            save(manager, f"models-added-{theme_name}-full")
+            manager.delete(next(m for m in manager.installed() if m.key == str(folder)))
+            manager.hide()
+        # No model at all: the empty "On this Mac" line, in both themes.
+        empty = ModelManager(Settings(), budget_bytes=DEMO_BUDGET_BYTES, installed_models=lambda: [])
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            empty.resize(760, 620)
+            empty.show()
+            _settle(400)
+            save(empty, f"models-empty-{theme_name}")
+        empty.close()
+    finally:
+        hold.set()
+        window.close()
+        worker.shutdown()
+        store.close()
+        theme.set_theme("light")
+    return written
+
+
 def _shown_answer(window) -> int:
     views = [v for v in window.transcript.views if v.role == "assistant"]
     return len(views[-1].answer_text) if views else 0
@@ -477,16 +579,18 @@ def _shown_answer(window) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    parser.add_argument("--only", choices=("models",), help="capture only these views")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
+        command += ["--only", args.only] if args.only else []
         return subprocess.call(command)
     os.environ["QT_QPA_PLATFORM"] = "xcb" if os.environ.get("DISPLAY") else "offscreen"
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="qwen-desk-shots-") as data:
         os.environ["QWEN_DESK_DATA_DIR"] = data
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        for path in capture(args.out):
+        for path in (capture_models(args.out) if args.only == "models" else capture(args.out)):
             print(path)
     return 0
 

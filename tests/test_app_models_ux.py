@@ -243,7 +243,7 @@ def test_the_models_window_scrolls_to_a_just_added_folder(qtbot, data, tmp_path)
     manager.show()
     qtbot.wait(50)
     folder = write_random_checkpoint(tmp_path / "late-addition")
-    assert manager.add_folder(str(folder), load=False)
+    assert manager.add_folder(str(folder))  # no window listens: nothing loads
     assert _fully_visible(manager._scroll, manager.rows[str(folder)])
 
 

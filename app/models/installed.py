@@ -108,7 +108,9 @@ class ModelFacts:
 def parameter_words(count: int) -> str:
     if count >= 1e9:
         return f"{count / 1e9:.1f}B".replace(".0B", "B")
-    return f"{count / 1e6:.0f}M"
+    if count >= 1e6:
+        return f"{count / 1e6:.0f}M"
+    return f"{count / 1e3:.0f}K"  # test-sized models
 
 
 def model_facts(config_source) -> Optional[ModelFacts]:

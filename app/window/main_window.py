@@ -377,7 +377,7 @@ class MainWindow(QMainWindow):
     def _on_load_started(self, name: str) -> None:
         self._previous_model, self._load_target = self._last_loaded, name
         self.status_panel.show_loading(name)
-        self.load_label.setText(f"Loading {display_name(name)}\u2026")
+        self.load_label.setText("")  # the picker says "Loading …"; this label shows download progress
         self.transcript.set_empty_subtitle(f"Loading {display_name(name)}\u2026")
         self._model_state_changed()  # the previous model's switches no longer apply
 
