@@ -143,8 +143,12 @@ def shut_down_downloads(model_manager, timeout_s: float = DOWNLOAD_STOP_TIMEOUT_
     return model_manager.shut_down_downloads(timeout_s)
 
 
-def run_gui(argv: Optional[list[str]] = None) -> int:
+def run_gui(argv: Optional[list[str]] = None, files: Optional[list[str]] = None) -> int:
+    """Open the app; ``files`` (from the command line) open in it. If Qwen Desk already runs
+    for this user and data folder, hand it ``files``, bring it to the front and return 0."""
     from PySide6.QtCore import Qt
+
+    from app.single_instance import SingleInstance, instance_name
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configure_application_identity()
@@ -155,6 +159,13 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
 
     # As early as possible: macOS sends "open this file" events during launch.
     file_opens = FileOpenCollector(app)
+    instance = SingleInstance(instance_name(data_dir()), app)
+    if instance.forward(list(files or [])):
+        log.info("Qwen Desk is already running: handed it over")
+        return 0
+    instance.listen()
+    # Later launches' files reach the documents as Finder's "open" events do.
+    instance.filesReceived.connect(file_opens.files_opened)
     icon = tray.app_icon()
     if not icon.isNull():
         app.setWindowIcon(icon)
@@ -187,7 +198,10 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
             apply_menu_bar_only(app, settings, quick_ask)
 
     window.preferencesChanged.connect(on_preference_changed)
+    instance.activationRequested.connect(window.bring_to_front)
     window.show()
+    if files:
+        QTimer.singleShot(0, lambda: instance.filesReceived.emit(list(files)))
 
     if settings.model:
         worker.load_model(settings.model)  # in the background: the window is usable at once
@@ -211,6 +225,7 @@ def run_gui(argv: Optional[list[str]] = None) -> int:
         worker_stopped[0] = worker.shutdown()
         tools.service.close()  # stops the MCP servers, in bounded time
         store.close()
+        instance.close()
 
     app.aboutToQuit.connect(shut_down)
     code = app.exec()

@@ -21,6 +21,8 @@ at a fixed point, so every picture is the same on every run. Writes:
 - answer-code-{light,dark}[-small].png: highlighted code blocks with their Copy buttons
 - answer-math-{light,dark}[-small].png: LaTeX, an aligned table and a block quote
   (``--only markdown`` takes just these; ``-small`` is an 800x500 window)
+- models-*.png, picker-*.png (``--only models``): the Models window (800 x 500 and full size, a
+  just-added folder, no models) and the model picker (none, loading, its menu), light and dark
 - tools-*.png (``--only tools``): the tool approval dialog, a transcript with a finished tool block,
   the Tools section of Settings
 - ux-*.png (``--only ux``): the composer's paperclip and the drop highlight, Send waiting for a
@@ -787,10 +789,110 @@ def capture_tools_views(out_dir: Path) -> list[Path]:
         store.close()
 
 
+def capture_models(out_dir: Path) -> list[Path]:
+    """The Models window and the top bar's model picker (no model, loading, loaded with its menu
+    open), at 800 x 500 and full size, light and dark. ``--only models``."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.chat.store import ConversationStore
+    from app.gui import configure_application_identity
+    from app.models.installed import InstalledModel
+    from app.models.manager import ModelManager
+    from app.settings import Settings
+    from app.window.main_window import MainWindow
+    from app.window.theme import ThemeManager
+    from app.worker.worker import WorkerClient
+    from tests.support.checkpoints import write_random_checkpoint
+
+    configure_application_identity()
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    theme = ThemeManager(app, "light")
+    data = Path(os.environ["QWEN_DESK_DATA_DIR"])
+    store = ConversationStore(data / "conversations.sqlite3")
+    settings = Settings()
+    folder = write_random_checkpoint(data / "models" / "Qwen3-tiny-finetune")
+    hold = threading.Event()
+
+    def loader(path, progress):
+        hold.wait(30)
+        return SimpleNamespace(info=DemoInfo(), stream=lambda request, cancel: iter(()))
+
+    def cached() -> list[InstalledModel]:
+        hf = Path.home() / ".cache/huggingface/hub"
+        return [InstalledModel("mlx-community/Qwen3-8B-4bit", "Qwen3-8B-4bit", hf, 4_610_000_000, "cache")]
+
+    worker = WorkerClient(engine_loader=loader)
+    window = MainWindow(store, worker, settings, theme_manager=theme, model_manager_factory=lambda parent: ModelManager(
+        settings, parent, budget_bytes=DEMO_BUDGET_BYTES, installed_models=cached))
+    theme.changed.connect(window.apply_theme)
+    window.model_picker._scan = cached
+    window.show()
+    written: list[Path] = []
+
+    def save(widget, name: str) -> None:
+        written.append(out_dir / f"{name}.png")
+        widget.grab().save(str(written[-1]))
+
+    try:
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            window.resize(800, 500)
+            window.model_picker.refresh()
+            _settle(400)
+            save(window, f"picker-none-{theme_name}-800x500")
+        theme.set_theme("light")
+        hold.clear()
+        window.load_model("mlx-community/Qwen3-8B-4bit")
+        _wait(lambda: window.model_picker.currentText().startswith("Loading"))
+        _settle(300)
+        save(window, "picker-loading-light-800x500")
+        hold.set()
+        _wait(lambda: window.model_ready)
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            window.resize(1180, 760)
+            _settle(400)
+            window.model_picker.showPopup()
+            _settle(400)
+            save(window.model_picker.view().window(), f"picker-menu-{theme_name}")
+            window.model_picker.hidePopup()
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            manager = window.open_model_manager(first_run=True)
+            for size, label in (((780, 470), "800x500"), ((760, 620), "full")):
+                manager.resize(*size)
+                _settle(300)
+                manager.show_recommended()
+                _settle(200)
+                save(manager, f"models-{theme_name}-{label}")
+            manager.add_folder(str(folder))
+            _wait(lambda: window.model_ready and window.worker.model_name == str(folder))
+            _settle(300)
+            save(manager, f"models-added-{theme_name}-full")
+            manager.delete(next(m for m in manager.installed() if m.key == str(folder)))
+            manager.hide()
+        # No model at all: the empty "On this Mac" line, in both themes.
+        empty = ModelManager(Settings(), budget_bytes=DEMO_BUDGET_BYTES, installed_models=lambda: [])
+        for theme_name in ("light", "dark"):
+            theme.set_theme(theme_name)
+            empty.resize(760, 620)
+            empty.show()
+            _settle(400)
+            save(empty, f"models-empty-{theme_name}")
+        empty.close()
+    finally:
+        hold.set()
+        window.close()
+        worker.shutdown()
+        store.close()
+        theme.set_theme("light")
+    return written
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
-    parser.add_argument("--only", choices=("markdown", "chat-history", "ux", "tools"), default="", help="take only these views")
+    parser.add_argument("--only", choices=("markdown", "chat-history", "ux", "tools", "models"), default="", help="take only these views")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") not in ("xcb",) and shutil.which("xvfb-run"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", sys.executable, __file__, "--out", str(args.out)]
@@ -807,10 +909,13 @@ def main() -> int:
             paths = capture_ux(args.out)
         elif args.only == "tools":
             paths = capture_tools_views(args.out)
+        elif args.only == "models":
+            paths = capture_models(args.out)
         elif args.only:
             paths = capture(args.out, args.only)
         else:
             paths = capture(args.out) + capture_chat_history(args.out) + capture_ux(args.out) + capture_tools_views(args.out)
+            paths += capture_models(args.out)
         for path in paths:
             print(path)
     return 0

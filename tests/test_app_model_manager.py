@@ -237,7 +237,9 @@ def test_first_run_opens_the_manager_pointing_at_the_default(qtbot, hf_cache) ->
         assert manager.recommended.repo_id == "mlx-community/Qwen3.5-4B-4bit"
         with qtbot.waitSignal(client.loadStarted, timeout=5000) as started:
             manager.modelChosen.emit(SMALL)
-        assert started.args == [SMALL] and window.settings.model == SMALL
+        assert started.args == [SMALL]
+        # Remembered for the next launch only once it has loaded.
+        qtbot.waitUntil(lambda: window.settings.model == SMALL, timeout=5000)
     finally:
         assert client.shutdown(5000)
 

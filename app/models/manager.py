@@ -8,16 +8,18 @@ thread with a progress bar and Cancel; a failed download shows why and leaves no
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMessageBox,
     QPushButton,
     QScrollArea,
@@ -27,12 +29,22 @@ from PySide6.QtWidgets import (
 
 from app.models.downloads import DownloadTask, Resolver, _resolve, cancel_and_wait
 from app.models.rows import GB, ModelRow, size_words
-from app.models.installed import InstalledModel, folder_size, installed_cache_models, validate_model_folder
+from app.models.installed import (
+    InstalledModel, find_model_folder, folder_size, installed_cache_models, model_facts)
 from app.settings import Settings
 from mlx_backend.hub.catalog import CATALOG, PLANNING_CONTEXT_TOKENS, CatalogModel, recommended_default
 from mlx_backend.errors import QwenDeskError
 
 log = logging.getLogger(__name__)
+ConfigFetcher = Callable[[str], dict]
+
+
+def _fetch_config(repo_id: str) -> dict:  # pragma: no cover - thin indirection
+    from mlx_backend.hub.remote_config import fetch_config
+
+    return fetch_config(repo_id)
+
+
 def _plan_for(config_source, budget_bytes: int):
     from mlx_backend.memory.plan import plan_memory
 
@@ -48,6 +60,8 @@ class ModelManager(QDialog):
 
     modelChosen = Signal(str)
     modelsChanged = Signal()
+    # (repo id, config or None, error message): from the checking thread, queued to the GUI's.
+    _checked = Signal(str, object, str)
 
     def __init__(
         self,
@@ -58,11 +72,17 @@ class ModelManager(QDialog):
         resolver: Resolver = _resolve,
         installed_models: Callable[[], list[InstalledModel]] = installed_cache_models,
         confirm: bool = True,
+        config_fetcher: ConfigFetcher = _fetch_config,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.setMinimumSize(720, 560)
+        self.setMinimumSize(560, 400)  # usable on a small screen (800 x 500)
+        self.resize(760, 620)
         self._settings = settings
+        self._fetch_config = config_fetcher
+        # Repos typed in by id and checked: their config.json, judged like the catalog's.
+        self.checked_repos: dict[str, dict[str, Any]] = {}
+        self._checked.connect(self._on_checked)
         self._resolver = resolver
         self._installed_models = installed_models
         self.confirm = confirm
@@ -103,6 +123,21 @@ class ModelManager(QDialog):
         scroll.setWidget(self._list)
         self._scroll = scroll
 
+        self.repo_field = QLineEdit(self)
+        self.repo_field.setPlaceholderText("Any Hugging Face repo id, e.g. mlx-community/Qwen3-4B-Instruct-2507-4bit")
+        self.repo_field.returnPressed.connect(self.check_typed_repo)
+        self.check_button = QPushButton("Check", self)
+        self.check_button.setObjectName("SecondaryButton")
+        self.check_button.setAutoDefault(False)
+        self.check_button.setToolTip("Fetch only its config.json and judge whether it fits this Mac")
+        self.check_button.clicked.connect(self.check_typed_repo)
+        self.check_label = QLabel("", self)
+        self.check_label.setObjectName("EmptySubtitle")
+        self.check_label.hide()
+        repo_row = QHBoxLayout()
+        repo_row.addWidget(self.repo_field, 1)
+        repo_row.addWidget(self.check_button)
+
         self.add_folder_button = QPushButton("Add Folder\u2026", self)
         self.add_folder_button.setObjectName("SecondaryButton")
         self.add_folder_button.setAutoDefault(False)
@@ -121,6 +156,8 @@ class ModelManager(QDialog):
         layout.setSpacing(8)
         layout.addWidget(header)
         layout.addWidget(self.subtitle)
+        layout.addLayout(repo_row)
+        layout.addWidget(self.check_label)
         layout.addWidget(self.error_label)
         layout.addWidget(scroll, 1)
         layout.addLayout(footer)
@@ -150,13 +187,20 @@ class ModelManager(QDialog):
         self._add_section("On this Mac")
         if not installed:
             empty = QLabel("No models yet. Download one below or add a folder.", self._list)
-            empty.setObjectName("MutedLabel")
+            empty.setObjectName("EmptySubtitle")  # readable body text, not the faint caption colour
             empty.setContentsMargins(16, 8, 16, 8)
             self._list_layout.addWidget(empty)
         for model in installed:
             self._add_installed_row(model)
+        checked = [repo for repo in self.checked_repos if repo.lower() not in installed_keys and not _catalog_entry(repo)]
+        if checked:
+            self._add_section("From Hugging Face")
+            for repo in checked:
+                self._add_checked_row(repo, self.checked_repos[repo])
         self._add_section("Qwen models from mlx-community")
-        for entry in CATALOG:
+        # The recommended model first: the window opens with it in view under "On this Mac".
+        entries = sorted(CATALOG, key=lambda e: e.repo_id != self.recommended.repo_id)
+        for entry in entries:
             if entry.repo_id.lower() not in installed_keys:
                 self._add_catalog_row(entry)
         self._list_layout.addStretch(1)
@@ -172,6 +216,10 @@ class ModelManager(QDialog):
         details = [size_words(model.size_bytes)]
         if entry:
             details.insert(0, f"{entry.parameters_label} parameters, {entry.context_length // 1024}K context")
+        else:
+            facts = model_facts(model.path)
+            if facts is not None:
+                details.insert(0, facts.words())
         details.append("Hugging Face cache" if model.source == "cache" else str(model.path))
         row = ModelRow(model.key, entry.display_name if entry else model.title, "  \u00b7  ".join(details), plan, self._list)
         if model.key == self.loaded_key:
@@ -194,12 +242,27 @@ class ModelManager(QDialog):
         elif entry.large_mac:
             smallest = entry.smallest_mac_gb()
             row.tag.setText(f"For Macs with {smallest} GB or more" if smallest else "Too large for one Mac")
-        task = self.downloads.get(entry.repo_id)
+        self._add_download_row(row)
+
+    def _add_checked_row(self, repo_id: str, config: dict[str, Any]) -> None:
+        facts = model_facts(config)
+        from mlx_backend.memory.sizes import estimate_weights_bytes
+
+        try:
+            size = size_words(estimate_weights_bytes(config))
+        except Exception:  # noqa: BLE001 - a config the planner can't size still shows
+            size = "size unknown"
+        detail = "  \u00b7  ".join(p for p in (facts.words() if facts else "", size, "checked on Hugging Face") if p)
+        row = ModelRow(repo_id, repo_id.split("/")[-1], detail, _plan_for(config, self.budget_bytes), self._list)
+        self._add_download_row(row)
+
+    def _add_download_row(self, row: ModelRow) -> None:
+        task = self.downloads.get(row.key)
         if task is not None and task.running:
             self._show_downloading(row, task)
         else:
-            row.add_button("Download", lambda key=entry.repo_id: self.download(key))
-        self.rows[entry.repo_id] = row
+            row.add_button("Download", lambda key=row.key: self.download(key))
+        self.rows[row.key] = row
         self._list_layout.addWidget(row)
         row.show()  # now, not on the next event-loop turn: what follows may show its error
 
@@ -208,13 +271,75 @@ class ModelManager(QDialog):
         self.refresh()
 
     def show_recommended(self) -> None:
-        """First run: point at the default for this machine's memory."""
-        row = self.rows.get(self.recommended.repo_id)
+        """First run: point at the default for this machine's memory (it sits right under
+        "On this Mac", so both are in view)."""
+        self.reveal(self.recommended.repo_id)
+
+    def reveal(self, key: Optional[str] = None) -> None:
+        """Scroll to the top ("On this Mac"), then just enough to show ``key``'s row whole."""
+        self._list.layout().activate()  # geometry now, not after the next event-loop turn
+        self._scroll.verticalScrollBar().setValue(0)
+        row = self.rows.get(key) if key else None
         if row is not None:
-            self._scroll.ensureWidgetVisible(row)
+            self._scroll.ensureWidgetVisible(row, 0, 8)
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        if not event.spontaneous():
+            QTimer.singleShot(0, self.reveal)  # opens at the top, whatever it showed last time
+
+    def clear_errors(self) -> None:
+        """A new action starts: an old failure no longer applies."""
+        self.error_label.hide()
+        self.error_label.setText("")
+        for row in self.rows.values():
+            row.show_error("")
+
+    # ------------------------------------------------------ any repo by id
+    def check_typed_repo(self) -> None:
+        self.check_repo(self.repo_field.text())
+
+    def check_repo(self, repo_id: str) -> None:
+        """Fetch only ``repo_id``'s config.json (off the GUI thread) and list it with its badge."""
+        repo_id = repo_id.strip()
+        if not repo_id:
+            return
+        self.clear_errors()
+        if _catalog_entry(repo_id) is not None or repo_id in self.checked_repos:
+            self.check_label.hide()
+            self.reveal(next((k for k in self.rows if k.lower() == repo_id.lower()), None))
+            return
+        self.check_label.setText(f"Checking {repo_id}\u2026")
+        self.check_label.show()
+        self.check_button.setEnabled(False)
+        threading.Thread(target=self._run_check, args=(repo_id,), name="check-repo", daemon=True).start()
+
+    def _run_check(self, repo_id: str) -> None:
+        """Background thread: no widget touched here, only the signal emitted."""
+        try:
+            config = self._fetch_config(repo_id)
+        except QwenDeskError as error:
+            self._checked.emit(repo_id, None, str(error))
+        except Exception as error:  # noqa: BLE001 - reported, never raised into Qt
+            log.warning("checking %s failed", repo_id, exc_info=True)
+            self._checked.emit(repo_id, None, f"Could not check {repo_id}: {error}")
+        else:
+            self._checked.emit(repo_id, config, "")
+
+    def _on_checked(self, repo_id: str, config: object, message: str) -> None:
+        self.check_button.setEnabled(True)
+        self.check_label.hide()
+        if config is None:
+            self.error_label.setText(message)
+            self.error_label.show()
+            return
+        self.checked_repos[repo_id] = dict(config)  # type: ignore[call-overload]
+        self.refresh()
+        self.reveal(repo_id)
 
     # ------------------------------------------------------------- actions
     def _choose(self, key: str) -> None:
+        self.clear_errors()
         self.modelChosen.emit(key)
         self.accept()
 
@@ -222,7 +347,7 @@ class ModelManager(QDialog):
         existing = self.downloads.get(repo_id)
         if existing is not None and existing.running:
             return existing
-        self.error_label.hide()
+        self.clear_errors()
         task = DownloadTask(repo_id, self._resolver, self)
         task.progress.connect(lambda done, total, key=repo_id: self._on_progress(key, done, total))
         task.succeeded.connect(lambda folder, key=repo_id: self._on_downloaded(key, folder))
@@ -289,6 +414,7 @@ class ModelManager(QDialog):
         return not still_running
 
     def delete(self, model: InstalledModel) -> bool:
+        self.clear_errors()
         if model.source == "folder":
             self._settings.local_models = [f for f in self._settings.local_models if f != model.key]
         else:
@@ -316,22 +442,30 @@ class ModelManager(QDialog):
         return True
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen3 Model Folder")
+        folder = QFileDialog.getExistingDirectory(self, "Choose a Qwen Model Folder")
         if folder:
             self.add_folder(folder)
 
-    def add_folder(self, folder: str) -> bool:
-        path = Path(folder).expanduser()
+    def add_folder(self, folder: str, *, load: bool = True) -> bool:
+        """Check ``folder`` (or the one model folder inside it), list it and, with ``load``, load it."""
+        self.clear_errors()
         try:
-            validate_model_folder(path)
+            path = find_model_folder(Path(folder))
         except QwenDeskError as error:
             self.error_label.setText(str(error))
             self.error_label.show()
             return False
-        self.error_label.hide()
-        self._settings.local_models = [*self._settings.local_models, str(path)]
+        key = str(path)
+        if key not in self._settings.local_models:
+            self._settings.local_models = [*self._settings.local_models, key]
         self.refresh()
         self.modelsChanged.emit()
+        self.reveal(key)
+        if load and key != self.loaded_key:
+            row = self.rows.get(key)
+            if row is not None:
+                row.tag.setText("Loading\u2026")
+            self.modelChosen.emit(key)  # a model added to be used: load it now
         return True
 
 

@@ -60,6 +60,9 @@ class MainWindow(QMainWindow):
     documentsChosen = Signal(list)
     # Window > Quick Ask (the app connects the popup; works where no tray icon exists).
     quickAskRequested = Signal()
+    # True once a model is loaded and ready to answer; False while loading, after a failure or
+    # an eject (for whatever must not offer sending without a model, e.g. the composer).
+    modelReadyChanged = Signal(bool)
 
     def __init__(
         self,
@@ -89,6 +92,11 @@ class MainWindow(QMainWindow):
         self._menu_bar_available = False
         self._shortcut_applier: Optional[ShortcutApplier] = None
         self.local_server = None  # app.server.controller.LocalServerController, once attached
+        # The last model that loaded (a failed switch goes back to it) and the load under way.
+        self._last_loaded = worker.model_name
+        self._previous_model = ""
+        self._load_target = ""
+        self.last_load_error = ""
 
         colors = RenderColors.from_palette(self.palette())
         self.sidebar = ConversationList(store, self)
@@ -118,8 +126,8 @@ class MainWindow(QMainWindow):
         self.top_bar.setObjectName("TopBar")
         self.top_bar.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.model_picker = ModelPicker(
-            lambda: self.worker.loading or self.worker.model_name or self.settings.model,
-            lambda: list(self.settings.local_models), parent=self.top_bar)
+            lambda: self.worker.model_name, lambda: list(self.settings.local_models),
+            loading=lambda: self.worker.loading, parent=self.top_bar)
         self.thinking_toggle = QPushButton("Thinking", self.top_bar)
         self.thinking_toggle.setObjectName("ThinkingToggle")
         self.thinking_toggle.setCheckable(True)
@@ -205,10 +213,12 @@ class MainWindow(QMainWindow):
         self.reasoning_button.historyReasoningChosen.connect(self._set_history_reasoning)
         self.model_picker.modelChosen.connect(self._on_model_picked)
         self.model_picker.manageRequested.connect(self.open_model_manager)
+        self.model_picker.ejectRequested.connect(self.unload_model)
         self.worker.loadStarted.connect(self._on_load_started)
         self.worker.loadProgress.connect(self._on_load_progress)
         self.worker.modelLoaded.connect(self._on_model_loaded)
         self.worker.modelLoadFailed.connect(self._on_model_load_failed)
+        self.worker.modelUnloaded.connect(self._on_model_unloaded)
 
     # ------------------------------------------------------------ commands
     def new_chat(self) -> None:
@@ -398,13 +408,32 @@ class MainWindow(QMainWindow):
     def model_manager(self) -> object:
         return self._model_manager
 
+    @property
+    def model_ready(self) -> bool:
+        return bool(self.worker.model_name) and not self.worker.loading
+
     def load_model(self, path_or_repo: str) -> None:
+        """Switch to ``path_or_repo``; it is remembered for the next launch only once it loads."""
         if self.chat.generating:
             self.chat.stop()
-        self.settings.model = path_or_repo
         self.worker.load_model(path_or_repo)
         self._refresh_send_state(path_or_repo)
         self._refresh_model_picker()
+
+    def unload_model(self) -> None:
+        """Eject: free the loaded model's memory; nothing loads at the next launch either."""
+        if not self.worker.model_name and not self.worker.loading:
+            return
+        if self.chat.generating:
+            self.chat.stop()
+        self.settings.model = ""
+        self.worker.unload_model()
+
+    def _on_model_unloaded(self) -> None:
+        self._last_loaded = ""
+        self.status_panel.show_model(None, "")
+        self.transcript.set_empty_subtitle("No model is loaded. Choose one in the model picker above.")
+        self._model_state_changed()
 
     def _refresh_model_picker(self) -> None:
         self.model_picker.refresh()
@@ -420,13 +449,23 @@ class MainWindow(QMainWindow):
         else:
             self.composer.set_model_ready(self.worker.model_info is not None)
 
+    def _model_state_changed(self) -> None:
+        self._refresh_model_picker()
+        self._update_thinking_toggle()
+        self._refresh_send_state()
+        self.menus.eject_action.setEnabled(bool(self.worker.model_name))
+        if self._model_manager is not None:
+            self._model_manager.set_loaded(self.worker.model_name)
+        self.modelReadyChanged.emit(self.model_ready)
+
     def _on_load_started(self, name: str) -> None:
+        self._previous_model, self._load_target = self._last_loaded, name
         self._refresh_send_state(name or "the model")
         self.status_panel.clear_stats()
         self.status_panel.show_loading(name)
-        self.load_label.setText(f"Loading {display_name(name)}\u2026")
+        self.load_label.setText("")  # the picker says "Loading …"; this label shows download progress
         self.transcript.set_empty_subtitle(f"Loading {display_name(name)}\u2026")
-        self._update_thinking_toggle()  # the previous model's switches no longer apply
+        self._model_state_changed()  # the previous model's switches no longer apply
 
     def _on_load_progress(self, progress: LoadProgress) -> None:
         self.status_panel.show_load_progress(progress.fraction)
@@ -439,23 +478,33 @@ class MainWindow(QMainWindow):
         name = self.worker.model_name
         self.status_panel.show_model(info, name)
         self.transcript.set_empty_subtitle(f"{display_name(name)} runs on this Mac. Nothing leaves it.")
-        self._refresh_model_picker()
-        self._update_thinking_toggle()
-        if self._model_manager is not None:
-            self._model_manager.set_loaded(name)
+        self._last_loaded = name
+        self.settings.model = name  # remembered for the next launch now that it has loaded
+        self._model_state_changed()
 
     def _on_model_load_failed(self, message: str) -> None:
         self.load_label.setText("")
         self.composer.set_model_ready(self.worker.model_info is not None)
         self.status_panel.show_load_failed(message)
-        self.transcript.set_empty_subtitle("No model is loaded. Choose one with Model \u203a Manage Models\u2026")
+        failed, previous = self._load_target, self._previous_model
+        if self.settings.model == failed:
+            self.settings.model = ""  # never retried at the next launch
+        going_back = bool(previous) and previous != failed
+        if going_back:
+            after = f"Going back to {display_name(previous)}."
+            self.worker.load_model(previous)
+        else:
+            self._last_loaded = ""
+            after = "No model is loaded now. Choose another in the model picker or in Model \u203a Manage Models\u2026"
+            self.transcript.set_empty_subtitle("No model is loaded. Choose one with Model \u203a Manage Models\u2026")
         self.last_load_error = message
-        box = QMessageBox(QMessageBox.Icon.Warning, "The model could not be loaded", message, parent=self)
+        title = f"{display_name(failed)} could not be loaded" if failed else "The model could not be loaded"
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=self)
+        box.setInformativeText(after)
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.open()  # not exec(): the event loop (and the worker's signals) keep running
         self._load_error_box = box
-        self._refresh_model_picker()
-        self._update_thinking_toggle()
+        self._model_state_changed()
 
     def _update_thinking_toggle(self) -> None:
         info = self.worker.model_info

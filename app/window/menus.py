@@ -119,6 +119,10 @@ class WindowMenus:
         model_menu.addAction(self.choose_model_action)
         self.manage_models_action = self._action("Manage Models\u2026", window.open_model_manager, "Ctrl+Shift+M")
         model_menu.addAction(self.manage_models_action)
+        self.eject_action = self._action("Eject Model", window.unload_model, "Ctrl+E",
+                                         tip="Unload the model and free its memory")
+        self.eject_action.setEnabled(False)  # while a model is loaded (MainWindow._model_state_changed)
+        model_menu.addAction(self.eject_action)
         model_menu.addSeparator()
         self.thinking_action = self._action("Think Before Answering", window.follow_thinking_menu, "Ctrl+Shift+T")
         self.thinking_action.setCheckable(True)

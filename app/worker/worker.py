@@ -54,7 +54,7 @@ class LoadProgress:
 @dataclass
 class _QueuedJob:
     job_id: str
-    kind: Literal["job", "load", "check"]
+    kind: Literal["job", "load", "check", "unload"]
     run: Optional[Job] = None
     relay: Optional[JobRelay] = None
     model: str = ""
@@ -167,6 +167,7 @@ class Worker(QObject):
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
     selfCheckFailed = Signal(str)
+    modelUnloaded = Signal()
     # Any queued item (job or load) is done; lets the client track "busy".
     settled = Signal(str)
 
@@ -192,6 +193,8 @@ class Worker(QObject):
                     self._check()
                 elif item.kind == "load":
                     self._load(item)
+                elif item.kind == "unload":
+                    self._unload()
                 else:
                     self._run(item)
             finally:
@@ -261,6 +264,11 @@ class Worker(QObject):
         self._engine = engine
         self.modelLoaded.emit(getattr(engine, "info", None))
 
+    def _unload(self) -> None:
+        self._engine = None
+        _release_memory()
+        self.modelUnloaded.emit()
+
 
 class WorkerClient(QObject):
     """The GUI thread's handle on the worker; all its signals fire on the GUI thread."""
@@ -271,6 +279,7 @@ class WorkerClient(QObject):
     modelLoadFailed = Signal(str)
     # The startup self-check failed (macOS: MLX can't use the GPU); carries the user message.
     selfCheckFailed = Signal(str)
+    modelUnloaded = Signal()
     # True while a job or a load runs or waits.
     busyChanged = Signal(bool)
 
@@ -304,6 +313,8 @@ class WorkerClient(QObject):
         self._worker.modelLoaded.connect(self.modelLoaded, queued)
         self._worker.modelLoadFailed.connect(self.modelLoadFailed, queued)
         self._worker.selfCheckFailed.connect(self.selfCheckFailed, queued)
+        self._worker.modelUnloaded.connect(self._note_unloaded, queued)
+        self._worker.modelUnloaded.connect(self.modelUnloaded, queued)
         self._worker.settled.connect(self._forget, queued)
         self._ids = itertools.count(1)
         # Everything queued or running; the handles stay alive until their job settles.
@@ -329,6 +340,12 @@ class WorkerClient(QObject):
         job_id = f"load-{next(self._ids)}"
         self._loading = path_or_repo
         self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo), None)
+        return job_id
+
+    def unload_model(self) -> str:
+        """Queue freeing the loaded model (after the jobs already queued); ``modelUnloaded`` follows."""
+        job_id = f"unload-{next(self._ids)}"
+        self._enqueue(_QueuedJob(job_id, "unload"), None)
         return job_id
 
     def cancel_running(self) -> bool:
@@ -424,6 +441,11 @@ class WorkerClient(QObject):
     @Slot(str)
     def _note_load_failed(self, _message: str) -> None:
         self._loading = ""
+
+    @Slot()
+    def _note_unloaded(self) -> None:
+        self._model_info = None
+        self._model_name = ""
 
 
 def _load_progress(*args: Any, **kwargs: Any) -> LoadProgress:
