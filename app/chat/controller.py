@@ -209,7 +209,8 @@ class ChatController(QObject):
             return
         versions = set(message.version_ids) | {message_id}
         version_of: Optional[int] = message_id
-        if message.status == "error" or not (message.content.strip() or message.thinking.strip()):
+        called_tools = bool(self._tools is not None and self._tools.calls(self._conversation_id).get(message_id))
+        if message.status == "error" or not (message.content.strip() or message.thinking.strip() or called_tools):
             self._store.delete_message(message_id)
             kept = sorted(versions - {message_id})
             version_of = kept[-1] if kept else None
@@ -340,7 +341,8 @@ class ChatController(QObject):
         request = self.build_request(history)
         turn_job: Optional[TurnJob] = None
         if self._job_builder is not None:
-            context = TurnContext(self._conversation_id, tuple(history), request, self.system_prompt)
+            calls = self._tools.calls(self._conversation_id) if self._tools is not None else {}
+            context = TurnContext(self._conversation_id, tuple(history), request, self.system_prompt, calls)
             turn_job = self._job_builder(context)
         with_tools = turn_job is None and self._tools is not None and self._tools.active()
         if turn_job is None:
@@ -493,7 +495,7 @@ class ChatController(QObject):
         if turn.conversation_id == self._conversation_id:
             self._transcript.set_busy(False)
         self.generatingChanged.emit(False)
-        if stats:
+        if stats and turn.conversation_id == self._conversation_id:  # the status bar speaks for the chat on screen
             self.statsChanged.emit(stats)
         self.turnFinished.emit(turn.conversation_id, turn.message_id, status)
 

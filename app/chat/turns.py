@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from app.chat.store import DEFAULT_TITLE, StoredMessage
 from app.worker.handle import JobHandle
@@ -22,6 +22,9 @@ class TurnContext:
     history: tuple[StoredMessage, ...]  # ends with the user message being answered
     request: ChatRequest
     system_prompt: str
+    # Stored tool calls by assistant message id, so a builder renders earlier tool turns as the
+    # plain chat does (``history_messages(..., tool_calls=...)``).
+    tool_calls: Mapping[int, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

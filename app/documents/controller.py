@@ -80,7 +80,7 @@ def _document_paths(message: StoredMessage) -> list[str]:
 def _messages_with(turn: TurnContext, document_message_id: int) -> Callable[[str], tuple[ChatMessage, ...]]:
     """The turn's messages with the document turn's real prompt put back in its place."""
     return lambda content: history_messages(turn.system_prompt, turn.history,
-                                            replaced={document_message_id: content})
+                                            replaced={document_message_id: content}, tool_calls=turn.tool_calls)
 
 
 class _ExtractionSignals(QObject):

@@ -78,6 +78,7 @@ class WorkerBackend(QObject):
         worker.loadStarted.connect(self._on_load_started)
         worker.modelLoaded.connect(self._on_model_loaded)
         worker.modelLoadFailed.connect(self._on_load_failed)
+        worker.modelUnloaded.connect(self._on_unloaded)
 
     # ------------------------------------------------------- any thread
     def served_model(self) -> Optional[ServedModel]:
@@ -111,7 +112,8 @@ class WorkerBackend(QObject):
             self._end(item)
         for signal, slot in ((self._worker.loadStarted, self._on_load_started),
                              (self._worker.modelLoaded, self._on_model_loaded),
-                             (self._worker.modelLoadFailed, self._on_load_failed)):
+                             (self._worker.modelLoadFailed, self._on_load_failed),
+                             (self._worker.modelUnloaded, self._on_unloaded)):
             signal.disconnect(slot)
         if self._running:
             self._running = 0
@@ -171,5 +173,11 @@ class WorkerBackend(QObject):
             self._served = served
 
     def _on_load_failed(self, _message: str) -> None:
+        with self._lock:
+            self._served = None
+
+    @Slot()
+    def _on_unloaded(self) -> None:
+        # Ejected: /v1/models lists nothing and requests get the routes' own 503.
         with self._lock:
             self._served = None

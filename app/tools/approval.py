@@ -109,6 +109,7 @@ class ApprovalBroker(QObject):
         self._requested.emit(request)
         while not request.done.wait(POLL_S):
             if cancel.is_set():
+                request.done.set()  # a dialog not shown yet never opens for a stopped turn
                 return False
         return request.answer in (ALLOW_ONCE, ALWAYS)
 

@@ -37,6 +37,7 @@ PERMISSIONS = (("ask", "Ask first"), ("always", "Always allow"), ("never", "Neve
 
 class ToolsSection(QWidget):
     settingChanged = Signal(str)
+    permissionsChanged = Signal()
     _listed = Signal(object)  # {server: ([McpTool], error text, stderr)} from the helper thread
 
     def __init__(self, settings: Settings, service: ToolService, parent: Optional[QWidget] = None) -> None:
@@ -174,11 +175,16 @@ class ToolsSection(QWidget):
                     combo.addItem(label, key)
                 combo.setCurrentIndex(max(combo.findData(permissions.get(f"{name}/{tool.name}", "ask")), 0))
                 combo.currentIndexChanged.connect(
-                    lambda _i, c=combo, s=name, t=tool.name: self._settings.set_tool_permission(s, t, c.currentData())
+                    lambda _i, c=combo, s=name, t=tool.name: self._set_permission(s, t, c.currentData())
                 )
                 self.tree.setItemWidget(child, 1, combo)
             item.setExpanded(True)
         self.status.setText("Hover over a tool for its description and arguments.")
+
+    def _set_permission(self, server: str, tool: str, permission: str) -> None:
+        self._settings.set_tool_permission(server, tool, permission)
+        # A turn running now must see it at its next call: taking "Always" back takes effect at once.
+        self.permissionsChanged.emit()
 
     def show_log(self, server: str, error: str = "") -> QDialog:
         dialog = QDialog(self)

@@ -187,6 +187,8 @@ class PreferencesDialog(QDialog):
         tools = getattr(parent, "tools", None)  # app.tools.turn.ChatTools, when attached
         self.tools_section = ToolsSection(settings, tools.service if tools is not None else ToolService(), self)
         self.tools_section.settingChanged.connect(self.settingChanged)
+        if tools is not None:
+            self.tools_section.permissionsChanged.connect(tools.broker.refresh_permissions)
         form.addItem(_gap())
         form.addRow("Tools:", self.tools_section)
         layout = QVBoxLayout(self)
