@@ -429,3 +429,21 @@ def test_thinking_between_steps_is_kept_for_the_next_step_and_stored(qtbot, rig)
     assert "I should add them." in rig.prompt(1)
     [record] = window.store.tool_calls(window.chat.conversation_id)[view.message_id]
     assert "I should add them." in record.step_thinking and "Got 5." not in record.step_thinking
+
+
+def test_switching_chats_while_a_call_waits_keeps_its_block_live(qtbot, rig) -> None:
+    # A review found the blocks of a running turn deleted with the transcript on a chat switch.
+    rig.script(call("add", a=2, b=3), "The sum is 5.")
+    window = rig.open_window()
+    window.chat.send("What is 2 + 3?")
+    dialog = dialog_of(qtbot, window)
+    qtbot.waitUntil(lambda: bool(blocks(window)) and blocks(window)[0].record.status == "waiting")
+    conversation = window.chat.conversation_id
+    window.chat.new_conversation()
+    window.chat.open_conversation(conversation)
+    [block] = blocks(window)  # one live block again, not a stale copy beside a new one
+    assert block.record.status == "waiting"
+    dialog.once_button.click()
+    wait_idle(qtbot, window)
+    [block] = blocks(window)
+    assert block.record.status == "done" and block.record.result == "5"

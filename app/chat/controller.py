@@ -145,9 +145,10 @@ class ChatController(QObject):
         self._conversation_id = conversation_id
         messages = self._store.messages(conversation_id) if conversation_id else []
         self._transcript.set_messages(messages)
-        if self._tools is not None and conversation_id:
-            self._tools.show_stored(conversation_id, self._transcript.view_for)
         turn = self._turn
+        streaming = turn.message_id if turn is not None and turn.conversation_id == conversation_id else None
+        if self._tools is not None and conversation_id:
+            self._tools.show_stored(conversation_id, self._transcript.view_for, streaming=streaming)
         if turn is not None and turn.conversation_id == conversation_id:
             view = self._transcript.view_for(turn.message_id)
             if view is not None:
@@ -158,6 +159,8 @@ class ChatController(QObject):
                     view.show_prefill(*turn.prefill)
                 if turn.answer or turn.thinking:
                     view.prefill_row.hide()
+                if turn.tools is not None:
+                    turn.tools.reattach()
         self._transcript.set_busy(self._turn is not None and self._turn.conversation_id == conversation_id)
         if conversation_id:
             self._settings.last_conversation = conversation_id

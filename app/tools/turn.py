@@ -4,8 +4,10 @@ bookkeeping of its calls (transcript blocks, store rows, the text of each step).
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from typing import Any, Callable, Optional
 
+import shiboken6
 from PySide6.QtWidgets import QLabel
 
 from app.chat.history import STEP_SEPARATOR
@@ -49,11 +51,12 @@ class ChatTools:
     def calls(self, conversation_id: str) -> dict[int, list[StoredToolCall]]:
         return self.store.tool_calls(conversation_id)
 
-    def show_stored(self, conversation_id: str, view_for: Callable[[int], Any]) -> None:
-        """Blocks for the calls of every answer on screen (after the transcript was rebuilt)."""
+    def show_stored(self, conversation_id: str, view_for: Callable[[int], Any], *, streaming: Optional[int] = None) -> None:
+        """Blocks for the calls of every answer on screen (after the transcript was rebuilt);
+        the answer still streaming (``streaming``) gets its live blocks from its ToolTurn."""
         for message_id, records in self.store.tool_calls(conversation_id).items():
             view = view_for(message_id)
-            if view is None:
+            if view is None or message_id == streaming:
                 continue
             for record in records:
                 view.add_tool_widget(ToolBlock(record))
@@ -155,16 +158,33 @@ class ToolTurn:
             step_answer=answer, step_thinking=thinking,
         )
 
+    def reattach(self) -> None:
+        """The transcript was rebuilt (the user came back to this chat): live blocks again."""
+        view = self._view()
+        if view is None:
+            return
+        self.blocks = {}
+        for key in sorted(self.records):
+            self.blocks[key] = ToolBlock(self.records[key])
+            view.add_tool_widget(self.blocks[key])
+
     def _save(self, step: int, index: int, record: StoredToolCall) -> None:
         key = (step, index)
         self.records[key] = record
-        self._tools.store.save_tool_call(record)
+        try:
+            self._tools.store.save_tool_call(record)
+        except sqlite3.IntegrityError:  # the chat was deleted mid-turn: nothing left to save to
+            return
         block = self.blocks.get(key)
+        if block is not None and not shiboken6.isValid(block):
+            block = None  # its view was rebuilt (the user switched chats and back)
         view = self._view()
         if block is None or (view is not None and block.parent() is None):
-            block = ToolBlock(record)
-            self.blocks[key] = block
-            if view is not None:
+            if view is None:
+                self.blocks.pop(key, None)  # made again when the chat is on screen
+            else:
+                block = ToolBlock(record)
+                self.blocks[key] = block
                 view.add_tool_widget(block)
         else:
             block.update_record(record)
