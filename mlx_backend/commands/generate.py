@@ -82,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     tools.add_argument("--mcp-config", metavar="FILE", help="offer the tools of the MCP servers in this mcpServers JSON file")
     tools.add_argument(
         "--allow-tools", metavar="NAMES", action="append", default=[],
-        help="comma-separated tools that may run without asking (others are denied); repeatable",
+        help="comma-separated tools that may run without asking, by name or as server/tool (others are denied); repeatable",
     )
     tools.add_argument("--max-tool-steps", type=int, default=DEFAULT_MAX_STEPS, help=f"most model steps with tool calls (default {DEFAULT_MAX_STEPS})")
     tools.add_argument("--tool-timeout", type=float, default=120.0, help="seconds one tool call may take (default 120)")
@@ -177,7 +177,9 @@ def _tool_loop_events(args: argparse.Namespace, engine, request: ChatRequest) ->
             if (error := hub.error(server.name)) is not None:
                 print(f"qwen-desk: MCP server {server.name!r} is not available: {error}", file=sys.stderr)
         runner = McpToolRunner(
-            hub, names, lambda call, server, tool: call.name in allowed or tool in allowed,
+            # The name the model calls it by (server__tool where two servers share a name), or
+            # server/tool: a plain name never approves another server's tool of that name.
+            hub, names, lambda call, server, tool: call.name in allowed or f"{server}/{tool}" in allowed,
             timeout_s=args.tool_timeout,
         )
         # One conversation id: each step reuses the previous step's prompt cache.

@@ -203,7 +203,10 @@ class DiskPromptCache:
             log.info("dropping prompt cache %s: %s", path.name, error)
             path.unlink(missing_ok=True)
             return None
-        os.utime(path)  # most recently used
+        try:
+            os.utime(path)  # most recently used
+        except OSError:  # evicted by the writer just now: the arrays are loaded already
+            pass
         return entry
 
     def discard(self, conversation_id: str) -> None:

@@ -26,7 +26,7 @@ from mlx_backend.server.anthropic_messages import AnthropicRequestError, assista
 from mlx_backend.server.anthropic_reply import ReplyBuilder, StreamEvent, sse
 from mlx_backend.server.backend import GenerationBackend, Rejected
 from mlx_backend.server.errors import error_body, error_response
-from mlx_backend.server.streams import request_events
+from mlx_backend.server.streams import finish_in_background, request_events
 
 if TYPE_CHECKING:
     from mlx_backend.server.app import ServerContext
@@ -152,7 +152,7 @@ async def _stream(first, events, builder: ReplyBuilder, handle: _Handle, remembe
             yield sse(name, data)
         remember()
     finally:
-        await events.aclose()
+        await _leave(events, builder)
 
 
 async def _whole(request: Request, first, events, builder: ReplyBuilder, handle: _Handle, remember) -> Response:
@@ -175,9 +175,18 @@ async def _whole(request: Request, first, events, builder: ReplyBuilder, handle:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, _GenerationFailed):
                 await task
-        await events.aclose()
+        await _leave(events, builder)
     remember()
     return JSONResponse(builder.message())
+
+
+async def _leave(events, builder: ReplyBuilder) -> None:
+    """A complete answer lets the job finish (the engine re-encodes the reply for the next
+    turn's cache); anything else - a disconnect, a failure, a matched stop - cancels it."""
+    if builder.finished is not None and not builder.stopped_early:
+        finish_in_background(events)
+    else:
+        await events.aclose()
 
 
 def _client_name(request: Request) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import threading
+import uuid
 from collections import OrderedDict
 from typing import Iterable, Optional, Sequence
 
@@ -47,6 +48,9 @@ class ConversationKeys:
         self._max = max_remembered
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
+        # Unique per process: the app's disk prompt cache outlives a restart, and a new
+        # conversation must not be handed the previous run's "server:1".
+        self._prefix = f"server-{uuid.uuid4().hex[:8]}"
 
     def conversation_for(self, messages: Sequence[ChatMessage], *, client_key: Optional[str] = None, salt: str = "") -> str:
         """The id to run ``messages`` under; a new one when nothing earlier matches."""
@@ -59,7 +63,7 @@ class ConversationKeys:
                 if digest in self._ids:
                     self._ids.move_to_end(digest)
                     return self._ids[digest]
-            return f"server:{next(self._counter)}"
+            return f"{self._prefix}:{next(self._counter)}"
 
     def remember(self, conversation_id: str, messages: Sequence[ChatMessage], reply: Optional[ChatMessage] = None, *, salt: str = "") -> None:
         """After answering: the request, and the request with our reply, lead to this id."""

@@ -41,7 +41,7 @@ from mlx_backend.server.openai_messages import (
     completion_request,
     with_conversation,
 )
-from mlx_backend.server.streams import request_events
+from mlx_backend.server.streams import finish_in_background, request_events
 from mlx_backend.tools.tool_calls import CLOSE, OPEN
 
 if TYPE_CHECKING:
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 CREATED = int(time.time())
 # How often a non-streaming request checks that its client is still there.
 DISCONNECT_POLL_S = 0.1
-# Finishing in the middle of the work (after what was drained) - see _finish_in_background.
-_background: set[asyncio.Task] = set()
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None) -> JSONResponse:
@@ -200,21 +198,6 @@ async def _next(events: AsyncIterator[object]) -> Optional[object]:
         return None
 
 
-def _finish_in_background(events: AsyncIterator[object]) -> None:
-    """Let the job run to its end after the answer is out.
-
-    After ``Finished`` the engine re-encodes the reply for the next turn's cache; leaving the
-    iteration would cancel that, so the rest is drained by a task of its own.
-    """
-    async def drain() -> None:
-        async for _event in events:
-            pass
-
-    task = asyncio.get_running_loop().create_task(drain())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
 async def _run(
     http: Request,
     context: "ServerContext",
@@ -252,7 +235,7 @@ async def _collect(events: AsyncIterator[object], first: object, reply: Reply) -
     while event is not None:
         reply.delta(event)
         if isinstance(event, Finished):
-            _finish_in_background(events)
+            finish_in_background(events)
             return
         event = await _next(events)
 
@@ -288,7 +271,7 @@ async def _stream(
             event = await _next(events)
         if event is not None:
             reply.delta(event)
-            _finish_in_background(events)
+            finish_in_background(events)
         if reply.failed is not None or reply.finished is None:
             message = reply.failed or "The generation ended without an answer."
             yield sse.sse_event({"error": {"message": message, "type": "server_error", "param": None, "code": None}})

@@ -36,3 +36,23 @@ async def request_events(backend: GenerationBackend, request: ChatRequest, *, cl
     finally:
         if not ended:
             cancel()
+
+
+# Drains still running after their answer went out (see finish_in_background).
+_draining: set[asyncio.Task] = set()
+
+
+def finish_in_background(events: AsyncIterator[object]) -> None:
+    """Let a job run to its end after the answer is out.
+
+    After ``Finished`` the engine re-encodes the reply for the next turn's cache; leaving the
+    iteration would cancel that (an agent's next turn would prefill the reply again), so the
+    rest is drained by a task of its own.
+    """
+    async def drain() -> None:
+        async for _event in events:
+            pass
+
+    task = asyncio.get_running_loop().create_task(drain())
+    _draining.add(task)
+    task.add_done_callback(_draining.discard)

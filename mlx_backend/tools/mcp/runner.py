@@ -27,6 +27,13 @@ from mlx_backend.tools.mcp.schema import ToolNames
 Approver = Callable[[ToolCall, str, str], bool]
 
 
+def _image(part: ImagePart) -> ToolImage | None:
+    try:
+        return ToolImage(part.mime_type, part.data)
+    except ValueError:  # not valid base64 (binascii.Error): left out rather than failing the call
+        return None
+
+
 class McpToolRunner:
     def __init__(self, hub: McpHub, names: ToolNames, approve: Approver, *, timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
         self._hub = hub
@@ -49,7 +56,7 @@ class McpToolRunner:
                 text=f"Error: {error}", is_error=True, server=server, tool=tool,
                 duration_s=time.perf_counter() - started,
             )
-        images = tuple(ToolImage(p.mime_type, p.data) for p in result.content if isinstance(p, ImagePart))
+        images = tuple(image for p in result.content if isinstance(p, ImagePart) and (image := _image(p)) is not None)
         text = result.text
         if not text and images:
             text = f"(The tool returned {len(images)} image(s), shown to the user; you can't see images.)"
