@@ -5,7 +5,7 @@ Attachments (documents dropped on the window) wait here as chips until the messa
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QPalette, QTextOption
@@ -28,6 +28,20 @@ from app.chat.store import Attachment
 MAX_VISIBLE_LINES = 10
 
 
+def handle_return(edit: QPlainTextEdit, event: QKeyEvent, submit: Callable[[], None]) -> bool:
+    """Return (or Enter) submits, Shift/Alt+Return adds a line; True when the key was handled."""
+    if event.key() not in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+        return False
+    modifiers = event.modifiers()
+    if modifiers & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.AltModifier):
+        edit.insertPlainText("\n")
+        return True
+    if not modifiers & ~Qt.KeyboardModifier.KeypadModifier:
+        submit()
+        return True
+    return False
+
+
 class ComposerEdit(QPlainTextEdit):
     """Grows with its text up to MAX_VISIBLE_LINES; Enter submits."""
 
@@ -47,15 +61,8 @@ class ComposerEdit(QPlainTextEdit):
         self._fit()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt API)
-        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
-            modifiers = event.modifiers()
-            if modifiers & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.AltModifier):
-                self.insertPlainText("\n")
-                return
-            if not modifiers & ~Qt.KeyboardModifier.KeypadModifier:
-                self.submitted.emit()
-                return
-        super().keyPressEvent(event)
+        if not handle_return(self, event, self.submitted.emit):
+            super().keyPressEvent(event)
 
     def _fit(self, *_: object) -> None:
         line = self.fontMetrics().lineSpacing()

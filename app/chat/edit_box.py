@@ -8,6 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
+from app.chat.composer import handle_return
+
 
 class EditBox(QPlainTextEdit):
     """Like the composer: Return (or Enter) submits, Shift/Alt+Return is a new line."""
@@ -21,15 +23,7 @@ class EditBox(QPlainTextEdit):
         self.setTabChangesFocus(True)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 (Qt API)
-        key, modifiers = event.key(), event.modifiers()
-        if key == Qt.Key.Key_Escape:
+        if event.key() == Qt.Key.Key_Escape:
             self.cancelled.emit()
-            return
-        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
-            if modifiers & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.AltModifier):
-                self.insertPlainText("\n")
-                return
-            if not modifiers & ~Qt.KeyboardModifier.KeypadModifier:
-                self.submitted.emit()
-                return
-        super().keyPressEvent(event)
+        elif not handle_return(self, event, self.submitted.emit):
+            super().keyPressEvent(event)
