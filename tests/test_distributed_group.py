@@ -1,0 +1,34 @@
+"""The group's broadcasts: every rank ends up with rank 0's value (2 and 3 local ranks)."""
+
+import pytest
+
+from mlx_backend.distributed.group import GroupCancel, RankGroup, leader_sampler
+from tests.support.launch import launch
+
+
+def test_a_single_process_is_a_group_of_one():
+    group = RankGroup(None)
+    assert (group.rank, group.size, group.is_leader, group.is_distributed) == (0, 1, True, False)
+    assert group.broadcast_bytes(b"abc") == b"abc"
+    assert group.any_rank(True) and not group.any_rank(False)
+    marker = object()
+    sampler = lambda logprobs: marker  # noqa: E731
+    assert leader_sampler(sampler, group) is sampler
+    cancel = GroupCancel(group)
+    assert not cancel.is_set()
+    cancel.set()
+    assert cancel.is_set()
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_every_rank_gets_the_leaders_bytes_token_and_stop(ranks):
+    result = launch("group_checks.py", ranks, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reports = result.reports()
+    assert sorted(reports) == list(range(ranks))
+    for rank, report in reports.items():
+        assert report["size"] == ranks
+        assert report["received"] == "{\"question\": \"w\u00f6rld \u4f60\u597d\"}"
+        assert report["empty"] == ""
+        assert report["token"] == 7  # rank 0's sample, not the rank's own (rank + 7)
+        assert report["stops"] == [True, False]  # one rank's cancel stops all; none, none
