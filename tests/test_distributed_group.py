@@ -32,3 +32,24 @@ def test_every_rank_gets_the_leaders_bytes_token_and_stop(ranks):
         assert report["empty"] == ""
         assert report["token"] == 7  # rank 0's sample, not the rank's own (rank + 7)
         assert report["stops"] == [True, False]  # one rank's cancel stops all; none, none
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    from tests.support.checkpoints import write_random_checkpoint
+
+    folder = tmp_path_factory.mktemp("replica") / "model"
+    write_random_checkpoint(folder, tokenizer="qwen3")
+    return folder
+
+
+def test_ranks_answer_with_rank_zeros_samples_and_stop_together(small_model):
+    """Each rank seeds its generator differently; the tokens still agree (rank 0 samples) and
+    the last rank's cancel stops every rank at the same token."""
+    result = launch("engine_replicas.py", 2, str(small_model), "5", timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reports = result.reports()
+    assert sorted(reports) == [0, 1]
+    assert reports[0]["reason"] == reports[1]["reason"] == "cancelled"
+    assert reports[0]["tokens"] == reports[1]["tokens"] < 40
+    assert reports[0]["text"] == reports[1]["text"] != ""

@@ -56,9 +56,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.generate import generate_step, generation_stream
 from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.sample_utils import Sampler
 
+from mlx_backend.distributed.group import GroupCancel, RankGroup, leader_sampler
 from mlx_backend.errors import ContextOverflowError, RequestError
-from mlx_backend.events import ChatRequest, Event, Failed, Finished, PrefillProgress
+from mlx_backend.events import ChatRequest, Event, Failed, Finished, PrefillProgress, SamplingParams
 from mlx_backend.generation.decode import TokenStep, decode_reply
 from mlx_backend.generation.disk_cache import DEFAULT_DISK_BUDGET_BYTES, DiskPromptCache, model_identity
 from mlx_backend.generation.prefill import PrefillChunk, PrefillPolicy, prefill
@@ -156,8 +158,12 @@ class Engine:
         draft_tokenizer: Optional[Qwen3Tokenizer] = None,
         num_draft_tokens: Optional[int] = None,
         prompt_lookup_min_tokens: int = PROMPT_LOOKUP_MIN_TOKENS,
+        group: Optional[RankGroup] = None,
     ):
         self.model = model
+        # Several processes running this model together (mlx.launch): rank 0 samples and
+        # decides when to stop for all of them (distributed/group.py). None: this process alone.
+        self.group = group or RankGroup(None)
         self.tokenizer = tokenizer
         self.prefill_policy = prefill
         self.answer_room_tokens = answer_room_tokens
@@ -177,7 +183,7 @@ class Engine:
         self.prompt_caches = PromptCacheStore(cache_budget_bytes, max_cached_conversations)
         # Conversations' caches on disk, so a chat reopened after a restart isn't prefilled again.
         self.disk_cache: Optional[DiskPromptCache] = None
-        if disk_cache_folder is not None:
+        if disk_cache_folder is not None and not self.group.is_distributed:
             self.disk_cache = DiskPromptCache(
                 disk_cache_folder, self._identity(), self._shape, disk_cache_budget_bytes
             )
@@ -185,7 +191,8 @@ class Engine:
         # None drafts an automatic number of tokens (following the acceptance).
         self.num_draft_tokens = num_draft_tokens
         self.prompt_lookup_min_tokens = prompt_lookup_min_tokens
-        self._speculates = can_speculate(make_prompt_cache(model))
+        # Drafting decides per rank how many tokens to verify: not in a group.
+        self._speculates = can_speculate(make_prompt_cache(model)) and not self.group.is_distributed
         self.draft_model = draft_model
         self._draft_caches: Optional[PromptCacheStore] = None
         if draft_model is not None:
@@ -401,6 +408,8 @@ class Engine:
         if not self._busy.acquire(blocking=False):
             raise RequestError("The model is still answering another request; wait or cancel it.")
         run: Optional[RequestRun] = None
+        if self.group.is_distributed and not isinstance(cancel, GroupCancel):
+            cancel = GroupCancel(self.group, cancel)  # every check is one collective on all ranks
         try:
             reset_peak_memory()
             self._use_rope(prepared.rope_scaling)
@@ -554,7 +563,7 @@ class Engine:
                 run.layers,
                 prompt,
                 drafter,
-                sampler=make_request_sampler(sampling, self._shape.vocab_size),
+                sampler=self._sampler(sampling),
                 logits_processors=make_request_logits_processors(sampling),
                 processors_for=lambda prefilled: make_request_logits_processors(sampling, prefilled),
                 max_tokens=prepared.max_tokens,
@@ -567,7 +576,7 @@ class Engine:
             mx.array(prompt[len(run.held) :]),
             self.model,
             max_tokens=prepared.max_tokens,
-            sampler=make_request_sampler(prepared.sampling, self._shape.vocab_size),
+            sampler=self._sampler(prepared.sampling),
             logits_processors=make_request_logits_processors(prepared.sampling, prompt[:-1]),
             prompt_cache=run.layers,
             kv_bits=request.kv_bits,
@@ -575,6 +584,10 @@ class Engine:
             # A requested KV quantization covers the whole context, as the memory plan assumes.
             quantized_kv_start=0,
         )
+
+    def _sampler(self, sampling: SamplingParams) -> Sampler:
+        """The request's sampler; in a group, rank 0's draw is every rank's token."""
+        return leader_sampler(make_request_sampler(sampling, self._shape.vocab_size), self.group)
 
     def _drafter_for(self, prepared: PreparedRequest, run: RequestRun) -> Optional[Drafter]:
         """The draft model if loaded and wanted; else prompt lookup if on (or auto, long prompt)."""
