@@ -3,6 +3,7 @@ shared by the window and the server, with the real uvicorn on a free loopback po
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -207,6 +208,28 @@ def test_cancelling_a_server_request_queued_or_running(qtbot, app, worker):
     [finished] = running.finished()
     assert finished.reason == "cancelled" and finished.stats.generation_tokens < 400
     assert not server.answering
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_a_client_that_leaves_while_its_request_queues_is_dropped_from_the_worker_queue(qtbot, app, worker, path):
+    window, server = app
+    url = turn_on(qtbot, window, server)
+    ran: list[bool] = []
+    server.answeringChanged.connect(ran.append)
+    release = hold_worker(worker)
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "m", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), len(body), body))
+    qtbot.waitUntil(lambda: len(server_pending(worker)) == 1, timeout=5000)
+    sock.close()
+    # Out of the shared queue while the worker is still busy with the job ahead of it...
+    qtbot.waitUntil(lambda: server_pending(worker) == [], timeout=5000)
+    release.set()
+    qtbot.waitUntil(lambda: not worker.is_busy(), timeout=10000)
+    # ...so it never ran.
+    assert ran == [] and not server.answering
 
 
 def test_stopping_the_server_ends_its_running_request_at_once(qtbot, app, worker):

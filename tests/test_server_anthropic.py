@@ -338,6 +338,37 @@ def test_a_client_that_leaves_cancels_the_generation():
             assert backend.cancelled.wait(5), f"streamed={streamed}: the generation went on after the client left"
 
 
+class _BusyBackend:
+    """A model busy with someone else: requests only wait (no event at all); records cancels."""
+
+    def __init__(self, served):
+        self._served = served
+        self.cancelled = threading.Event()
+
+    def served_model(self):
+        return self._served
+
+    def submit(self, request, sink, *, client=""):
+        return self.cancelled.set
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_client_that_leaves_while_queued_is_noticed_before_its_turn(streamed):
+    import socket
+
+    from mlx_backend.server.backend import ServedModel
+
+    backend = _BusyBackend(ServedModel("busy", None))
+    with serving(create_app(backend)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps({"model": "m", "max_tokens": 10, "stream": streamed, "messages": _user("hi")}).encode()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body))
+            assert not backend.cancelled.wait(0.5)  # still waiting for the model, as it should
+        assert backend.cancelled.wait(5), "the request stayed queued after its client left"
+
+
 class _FailingBackend:
     """Writes a little, then fails as the engine does on an MLX error."""
 

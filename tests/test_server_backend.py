@@ -118,3 +118,31 @@ def test_the_official_client_lists_the_served_model(backend):
     with serving(create_app(backend)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
         assert [m.id for m in client.models.list()] == ["tiny-qwen"]
+
+
+def test_cancelling_a_queued_request_drops_it_at_once_and_it_never_runs(backend):
+    running_items: list[object] = []
+    started = threading.Event()
+    running_done = threading.Event()
+    cancel_running = None
+
+    def running_sink(item):
+        running_items.append(item)
+        if isinstance(item, AnswerDelta):
+            started.set()
+        if isinstance(item, JobEnded):
+            running_done.set()
+
+    cancel_running = backend.submit(ChatRequest(messages=(ChatMessage("user", "hi"),), max_tokens=400, seed=3), running_sink)
+    assert started.wait(60)
+    queued_items: list[object] = []
+    cancel_queued = backend.submit(ChatRequest(messages=(ChatMessage("user", "later"),), max_tokens=5), queued_items.append)
+    assert backend.pending() == 1
+    cancel_queued()
+    # Ended while the first request still runs, without a single event of its own.
+    assert queued_items == [JobEnded()] and backend.pending() == 0
+    assert not running_done.is_set()
+    cancel_queued()  # twice is harmless
+    cancel_running()
+    assert running_done.wait(60)
+    assert queued_items == [JobEnded()]

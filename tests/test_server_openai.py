@@ -21,7 +21,7 @@ from mlx_backend.generation.request import PromptRenderer, validate_request
 from mlx_backend.generation.sampling import NON_THINKING_PRESET, THINKING_PRESET
 from mlx_backend.loading.loader import load
 from mlx_backend.server.app import create_app
-from mlx_backend.server.backend import EngineBackend
+from mlx_backend.server.backend import EngineBackend, JobEnded
 from mlx_backend.server.openai_messages import OpenAIRequestError, chat_request
 from mlx_backend.server.settings import ServerSettings
 from tests.support.scripted_model import ScriptedModel
@@ -361,6 +361,73 @@ def test_a_client_that_disconnects_cancels_its_generation(qwen3, stream):
     assert finished.stats.generation_tokens < CONTEXT - 200
     if stream:
         assert finished.stats.generation_tokens >= 2
+
+
+class EndingBackend(RecordingBackend):
+    """Also notes, per request, when its job ended (JobEnded) and whether it produced anything."""
+
+    def __init__(self, engine, model_id):
+        super().__init__(engine, model_id)
+        self.outcomes: list[list[object]] = []
+        self.job_ended = threading.Semaphore(0)
+
+    def submit(self, request, sink, *, client=""):
+        items: list[object] = []
+        self.outcomes.append(items)
+
+        def noting(item):
+            items.append(item)
+            if isinstance(item, JobEnded):
+                self.job_ended.release()
+            sink(item)
+
+        return super().submit(request, noting, client=client)
+
+
+def _status(sock: socket.socket, timeout: float = 60) -> int:
+    sock.settimeout(timeout)
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection without an answer"
+        head += chunk
+    return int(head.split(b" ")[1])
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_leaves_while_queued_is_dropped_before_its_turn(qwen3, stream):
+    model, tokenizer = qwen3
+    long = {"model": "m", "messages": [user("talk forever")], "max_tokens": CONTEXT - 100, "stream": True, **NO_THINKING}
+    waiting = {"model": "m", "messages": [user("my turn?")], "max_tokens": 4, "stream": stream, **NO_THINKING}
+    # One running and one waiting is all this server queues: a third request is refused with 429
+    # unless the waiting one that left is noticed.
+    backend = EndingBackend(Engine(model, tokenizer, name="tiny"), "tiny-qwen")
+    try:
+        with serving(create_app(backend, ServerSettings(max_queued=1))) as url:
+            running = _post(url, long)
+            assert _status(running) == 200  # it streams: the model is busy
+            queued = _post(url, waiting)
+            deadline = time.monotonic() + 10
+            while len(backend.outcomes) < 2 or backend.pending() != 1:
+                assert time.monotonic() < deadline, "the second request never queued"
+                time.sleep(0.01)
+            queued.close()
+            # Dropped while the first still runs: ended with no event at all.
+            assert backend.job_ended.acquire(timeout=5)
+            assert backend.outcomes[1] == [JobEnded()] and backend.pending() == 0
+            assert not backend.finished
+            # Its place in the queue is free again.
+            third = _post(url, waiting)
+            time.sleep(0.3)
+            running.close()
+            assert _status(third) == 200
+            assert backend.ended.acquire(timeout=30) and backend.ended.acquire(timeout=30)
+            third.close()
+    finally:
+        backend.close()
+    # The engine ran the first and the third, never the one that left.
+    assert len(backend.finished) == 2 and backend.finished[0].reason == "cancelled"
+    assert [len(items) for items in backend.outcomes][1] == 1
 
 
 # ----------------------------------------------------------------------------- text completion

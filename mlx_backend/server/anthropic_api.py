@@ -26,7 +26,7 @@ from mlx_backend.server.anthropic_messages import AnthropicRequestError, assista
 from mlx_backend.server.anthropic_reply import ReplyBuilder, StreamEvent, sse
 from mlx_backend.server.backend import GenerationBackend, Rejected
 from mlx_backend.server.errors import error_body, error_response
-from mlx_backend.server.streams import finish_in_background, request_events
+from mlx_backend.server.streams import CLIENT_GONE, finish_in_background, first_event, request_events
 
 if TYPE_CHECKING:
     from mlx_backend.server.app import ServerContext
@@ -92,7 +92,9 @@ def routes(context: "ServerContext") -> list[Route]:
         handle = _Handle(context.backend)
         events = request_events(handle, chat, client=_client_name(request))
         # Wait for the first event: a refused request gets an HTTP error, not a broken stream.
-        first = await anext(events, None)
+        first = await first_event(events, request.is_disconnected)
+        if first is CLIENT_GONE:
+            return Response(status_code=499)  # left while queued: the job was dropped, nobody reads this
         if first is None:
             return anthropic_error(503, "The server is shutting down.")
         if isinstance(first, (Rejected, Failed)):

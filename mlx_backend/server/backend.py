@@ -14,8 +14,8 @@ client (nor the window) can starve another forever.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Protocol
 
@@ -75,13 +75,23 @@ def run_request(engine: Any, request: ChatRequest, cancel: threading.Event) -> I
     yield from events
 
 
+class _Job:
+    def __init__(self, request: ChatRequest, sink: Sink) -> None:
+        self.request = request
+        self.sink = sink
+        self.cancel = threading.Event()
+
+
 class EngineBackend:
     """Runs requests on one engine, in one thread, in order: ``qwen-desk serve``."""
 
     def __init__(self, engine: Any, model_id: str) -> None:
         self._engine = engine
         self._model = ServedModel(model_id, engine.info)
-        self._jobs: "queue.Queue[Optional[tuple[ChatRequest, Sink, threading.Event]]]" = queue.Queue()
+        # Waiting jobs; a cancelled one is taken out at once (its client left: it never runs).
+        self._queue: "deque[_Job]" = deque()
+        self._ready = threading.Condition()
+        self._closing = False
         self._thread = threading.Thread(target=self._serve, name="server-engine", daemon=True)
         self._thread.start()
 
@@ -89,34 +99,61 @@ class EngineBackend:
         return self._model
 
     def submit(self, request: ChatRequest, sink: Sink, *, client: str = "") -> Cancel:
-        cancel = threading.Event()
-        self._jobs.put((request, sink, cancel))
-        return cancel.set
+        job = _Job(request, sink)
+        with self._ready:
+            if self._closing:
+                job = None
+            else:
+                self._queue.append(job)
+                self._ready.notify()
+        if job is None:
+            sink(Rejected("The server is stopping.", 503, "busy"))
+            sink(JobEnded())
+            return lambda: None
+
+        def cancel() -> None:
+            job.cancel.set()  # running: the engine stops within a token
+            with self._ready:
+                try:
+                    self._queue.remove(job)
+                except ValueError:
+                    return  # running or done: its own end follows
+            job.sink(JobEnded())
+
+        return cancel
+
+    def pending(self) -> int:
+        """How many requests wait behind the running one."""
+        with self._ready:
+            return len(self._queue)
 
     def close(self) -> None:
         """Stop after the running request; queued ones end at once."""
-        self._jobs.put(None)
+        with self._ready:
+            self._closing = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._ready.notify()
+        for job in left:
+            job.sink(JobEnded())
         self._thread.join(timeout=10)
 
+    def _next(self) -> Optional[_Job]:
+        with self._ready:
+            while not self._queue and not self._closing:
+                self._ready.wait()
+            return self._queue.popleft() if self._queue else None
+
     def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            request, sink, cancel = job
+        while (job := self._next()) is not None:
             try:
-                if not cancel.is_set():  # a client that left while queued costs nothing
-                    for event in run_request(self._engine, request, cancel):
-                        sink(event)
+                if not job.cancel.is_set():
+                    for event in run_request(self._engine, job.request, job.cancel):
+                        job.sink(event)
             except QwenDeskError as error:
-                sink(Failed(str(error)))
+                job.sink(Failed(str(error)))
             except Exception as error:  # noqa: BLE001 - one bad request must not stop the server
                 log.exception("request failed")
-                sink(Failed(f"Something went wrong: {error}"))
+                job.sink(Failed(f"Something went wrong: {error}"))
             finally:
-                sink(JobEnded())
-        # Whatever was queued behind the close ends now.
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                job[1](JobEnded())
+                job.sink(JobEnded())

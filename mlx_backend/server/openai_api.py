@@ -41,7 +41,7 @@ from mlx_backend.server.openai_messages import (
     completion_request,
     with_conversation,
 )
-from mlx_backend.server.streams import finish_in_background, request_events
+from mlx_backend.server.streams import CLIENT_GONE, finish_in_background, first_event, request_events
 from mlx_backend.tools.tool_calls import CLOSE, OPEN
 
 if TYPE_CHECKING:
@@ -207,7 +207,9 @@ async def _run(
     on_complete: Callable[[Reply], None] = lambda reply: None,
 ) -> Response:
     events = request_events(context.backend, translated.request, client=http.client.host if http.client else "")
-    first = await _next(events)
+    first = await first_event(events, http.is_disconnected)
+    if first is CLIENT_GONE:
+        return Response(status_code=499)  # left while queued: the job was dropped, nobody reads this
     if first is None:
         return openai_error(503, "The server is shutting down.", "server_error")
     if isinstance(first, Rejected):

@@ -1,13 +1,14 @@
 """From a backend's thread-side sink to an async iterator a route handler can ``async for``.
 
 Leaving the iteration early - a client that disconnected, an exception in the handler - cancels
-the request in the backend: the engine checks its cancel event after every token.
+the request in the backend: the engine checks its cancel event after every token, and a job
+still queued is dropped without running.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from mlx_backend.events import ChatRequest
 from mlx_backend.server.backend import GenerationBackend, JobEnded
@@ -36,6 +37,42 @@ async def request_events(backend: GenerationBackend, request: ChatRequest, *, cl
     finally:
         if not ended:
             cancel()
+
+
+# The first event is awaited while the job may still wait its turn: a client that leaves in that
+# time is noticed within this long, so its job is dropped before it ever runs.
+QUEUED_POLL_S = 0.1
+
+
+class ClientGone:
+    """``first_event``'s answer when the client disconnected before the first event came."""
+
+
+CLIENT_GONE = ClientGone()
+
+
+async def first_event(
+    events: AsyncIterator[object], is_disconnected: Callable[[], Awaitable[bool]], poll_s: float = QUEUED_POLL_S
+) -> Optional[object]:
+    """The first event of ``events`` (None if it ended without one), or ``CLIENT_GONE``.
+
+    Nothing is sent to the client until this event (so a refused request can still get an HTTP
+    error), which means no write would notice a disconnect: ``is_disconnected`` is polled
+    instead. When the client is gone the iteration is closed, which cancels the job.
+    """
+    task = asyncio.ensure_future(anext(events, None))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await is_disconnected():
+                return CLIENT_GONE
+    finally:
+        if not task.done():
+            task.cancel()  # raised inside request_events, whose finally cancels the job
+            await asyncio.gather(task, return_exceptions=True)
+            await events.aclose()
 
 
 # Drains still running after their answer went out (see finish_in_background).
