@@ -232,6 +232,30 @@ def test_a_client_that_leaves_while_its_request_queues_is_dropped_from_the_worke
     assert ran == [] and not server.answering
 
 
+def test_count_tokens_through_the_worker_is_the_replys_input_tokens(qtbot, app, worker):
+    window, server = app
+    url = turn_on(qtbot, window, server)
+    answering: list[bool] = []
+    server.answeringChanged.connect(answering.append)
+    fields = {"system": "Be brief.", "messages": [{"role": "user", "content": "count this please"}]}
+    result: dict[str, object] = {}
+
+    def client_thread():
+        client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=30)
+        result["count"] = client.messages.count_tokens(model="m", **fields)
+        answering_after_count = list(answering)
+        result["answering_after_count"] = answering_after_count
+        result["reply"] = client.messages.create(model="m", max_tokens=4, metadata={"user_id": "count-test"}, **fields)
+
+    thread = threading.Thread(target=client_thread)
+    thread.start()
+    qtbot.waitUntil(lambda: not thread.is_alive(), timeout=60000)
+    reply = result["reply"]
+    # (input_tokens leaves out what the prompt cache held; a fresh conversation holds nothing.)
+    assert result["count"].input_tokens == reply.usage.input_tokens + reply.usage.cache_read_input_tokens > 0
+    assert result["answering_after_count"] == []  # counting runs no model: not "answering"
+
+
 def test_stopping_the_server_ends_its_running_request_at_once(qtbot, app, worker):
     window, server = app
     turn_on(qtbot, window, server)

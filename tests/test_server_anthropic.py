@@ -423,10 +423,36 @@ def test_tool_results_become_tool_messages_in_order_and_errors_say_so():
     assert request.tools == ({"type": "function", "function": {"name": "get_weather", "description": WEATHER_TOOL["description"], "parameters": WEATHER_TOOL["input_schema"]}},)
 
 
-def test_count_tokens_says_it_is_not_available(qwen3):
-    with _server(qwen3, []) as (client, _s, _t):
-        with pytest.raises(anthropic.NotFoundError, match="Token counting"):
-            client.messages.count_tokens(model="m", messages=_user("hi"))
+COUNTED_REQUESTS = [
+    {"messages": _user("hi")},
+    {"system": "You are terse.", "messages": [*_user("Weather in Paris?"), {"role": "assistant", "content": "Let me look."}, *_user("Thanks, and Rome?")]},
+    {"system": [{"type": "text", "text": "Use tools."}], "messages": _user("Weather in Paris?"), "tools": [WEATHER_TOOL]},
+    {"messages": _user("Think about it."), "thinking": {"type": "enabled", "budget_tokens": 1024}},
+    {"messages": _user("Answer fast."), "thinking": {"type": "disabled"}},
+    {"messages": _user("No tools now."), "tools": [WEATHER_TOOL], "tool_choice": {"type": "none"}},
+]
+
+
+@pytest.mark.parametrize("fields", COUNTED_REQUESTS, ids=["plain", "system-history", "tools", "thinking", "no-thinking", "tool-choice-none"])
+def test_count_tokens_is_the_input_tokens_the_reply_reports(qwen3, fields):
+    with _server(qwen3, ["Fine."]) as (client, scripted, tokenizer):
+        counted = client.messages.count_tokens(model="m", **fields)
+        # (The first request of a fresh server: nothing cached, input_tokens is the whole prompt.)
+        reply = client.messages.create(model="m", max_tokens=5, **fields)
+    assert reply.usage.cache_read_input_tokens == 0
+    assert counted.input_tokens == reply.usage.input_tokens == len(scripted.prompts[0])
+
+
+def test_count_tokens_refuses_what_messages_refuses_and_counts_what_is_too_long(qwen3):
+    with _server(qwen3, []) as (client, _scripted, tokenizer):
+        with pytest.raises(anthropic.BadRequestError, match="messages.0.role"):
+            client.messages.count_tokens(model="m", messages=[{"role": "robot", "content": "hi"}])
+        # Too long for the context: still counted, so a client learns by how much.
+        long = client.messages.count_tokens(model="m", messages=_user("word " * 3000))
+        assert long.input_tokens > 2048
+    with serving(create_app(_NoModel())) as url:
+        with pytest.raises(anthropic.InternalServerError, match="No model is loaded"):
+            anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0).messages.count_tokens(model="m", messages=_user("hi"))
 
 
 def test_sampling_fills_what_the_client_left_out_from_the_preset_of_the_thinking_mode():

@@ -13,7 +13,7 @@ from mlx_backend import ChatMessage, ChatRequest, Engine, Finished
 from mlx_backend.events import AnswerDelta
 from mlx_backend.loading.loader import load
 from mlx_backend.server.app import create_app
-from mlx_backend.server.backend import EngineBackend, JobEnded, Rejected
+from mlx_backend.server.backend import EngineBackend, JobEnded, Rejected, TokenCount
 from mlx_backend.server.conversations import ConversationKeys
 from mlx_backend.server.streams import request_events
 from tests.support.server import serving
@@ -146,3 +146,42 @@ def test_cancelling_a_queued_request_drops_it_at_once_and_it_never_runs(backend)
     cancel_running()
     assert running_done.wait(60)
     assert queued_items == [JobEnded()]
+
+
+def test_counting_a_prompt_does_not_wait_behind_a_running_generation(backend):
+    from mlx_backend.generation.request import PromptRenderer
+
+    started, done = threading.Event(), threading.Event()
+
+    def running_sink(item):
+        if isinstance(item, AnswerDelta):
+            started.set()
+        if isinstance(item, JobEnded):
+            done.set()
+
+    cancel = backend.submit(ChatRequest(messages=(ChatMessage("user", "hi"),), max_tokens=400, seed=4), running_sink)
+    assert started.wait(60)
+    request = ChatRequest(messages=(ChatMessage("system", "be brief"), ChatMessage("user", "count me")), enable_thinking=False)
+    counted = _collect_count(backend, request)
+    assert not done.is_set()  # answered while the generation still runs
+    cancel()
+    assert done.wait(60)
+    renderer = PromptRenderer(backend._engine.tokenizer)
+    assert counted == [TokenCount(len(renderer.prompt(request, False))), JobEnded()]
+    # A request the engine would refuse is refused here too, with the engine's message.
+    [rejected, _] = _collect_count(backend, ChatRequest(messages=(ChatMessage("robot", "hi"),)))
+    assert isinstance(rejected, Rejected) and "robot" in rejected.message
+
+
+def _collect_count(backend, request) -> list[object]:
+    done = threading.Event()
+    items: list[object] = []
+
+    def sink(item):
+        items.append(item)
+        if isinstance(item, JobEnded):
+            done.set()
+
+    backend.count_tokens(request, sink)
+    assert done.wait(10)
+    return items

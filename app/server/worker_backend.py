@@ -16,17 +16,19 @@ from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 from app.worker.worker import NO_MODEL_MESSAGE, WorkerClient
 from mlx_backend.events import ChatRequest, Failed
-from mlx_backend.server.backend import Cancel, JobEnded, Rejected, ServedModel, Sink, run_request
+from mlx_backend.server.backend import Cancel, JobEnded, Rejected, ServedModel, Sink, count_request, run_request
 
 JOB_NAME = "server"
+COUNT_JOB_NAME = "server-count"
 STOPPING_MESSAGE = "The local server is stopping."
 
 
 class _Request:
     """One server request as the GUI thread tracks it."""
 
-    def __init__(self, request: ChatRequest, sink: Sink, client: str) -> None:
+    def __init__(self, request: ChatRequest, sink: Sink, client: str, counting: bool = False) -> None:
         self.request = request
+        self.counting = counting  # a count_tokens request: renders the prompt, runs no model
         self.sink = sink
         self.client = client
         self.cancelled = threading.Event()  # set at once by cancel(), before the GUI thread acts
@@ -44,12 +46,14 @@ def _served_id(model_name: str, info: object) -> str:
     return name
 
 
-def _server_job(request: ChatRequest):
+def _server_job(request: ChatRequest, counting: bool = False):
     def job(engine, cancel: threading.Event):
         if engine is None:  # the model went away between the route's check and this turn
             yield Rejected(NO_MODEL_MESSAGE, 503, "no_model")
-            return
-        yield from run_request(engine, request, cancel)
+        elif counting:
+            yield from count_request(engine, request)
+        else:
+            yield from run_request(engine, request, cancel)
 
     return job
 
@@ -86,7 +90,14 @@ class WorkerBackend(QObject):
             return self._served
 
     def submit(self, request: ChatRequest, sink: Sink, *, client: str = "") -> Cancel:
-        item = _Request(request, sink, client)
+        return self._queue(_Request(request, sink, client))
+
+    def count_tokens(self, request: ChatRequest, sink: Sink) -> Cancel:
+        # The engine (and its tokenizer) is the worker's alone, so counting is a worker job too:
+        # it renders the prompt only, but waits its turn behind whatever runs.
+        return self._queue(_Request(request, sink, "", counting=True))
+
+    def _queue(self, item: _Request) -> Cancel:
         self._submitted.emit(item)
 
         def cancel() -> None:
@@ -128,7 +139,8 @@ class WorkerBackend(QObject):
         if item.cancelled.is_set():  # the client left before the request reached the queue
             item.sink(JobEnded())
             return
-        handle = self._worker.submit(_server_job(item.request), needs_model=False, name=JOB_NAME)
+        handle = self._worker.submit(_server_job(item.request, item.counting), needs_model=False,
+                                     name=COUNT_JOB_NAME if item.counting else JOB_NAME)
         item.handle = handle
         self._open.add(item)
         handle.started.connect(lambda: self._on_started(item))
@@ -142,7 +154,7 @@ class WorkerBackend(QObject):
             item.handle.cancel()  # queued: dropped (finished follows); running: stops within a token
 
     def _on_started(self, item: _Request) -> None:
-        if item.ended:
+        if item.ended or item.counting:  # counting isn't answering: the status bar stays as is
             return
         item.started = True
         self._running += 1

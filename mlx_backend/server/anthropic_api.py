@@ -1,4 +1,4 @@
-"""Anthropic-compatible routes: ``POST /v1/messages`` (whole or streamed).
+"""Anthropic-compatible routes: ``POST /v1/messages`` (whole or streamed) and its ``count_tokens``.
 
 Point the official ``anthropic`` client (``base_url="http://127.0.0.1:8765"``) or an agent
 such as Claude Code (``ANTHROPIC_BASE_URL``) at the server. Requests are translated in
@@ -6,8 +6,9 @@ anthropic_messages.py, replies built in anthropic_reply.py. Errors come in Anthr
 with its status codes, so the client raises the matching exception; a request the engine
 refuses is answered before any stream starts.
 
-``/v1/messages/count_tokens`` answers 404: counting needs the model's tokenizer, which lives
-with the engine on its own thread, and the backend offers no safe way to reach it yet.
+``/v1/messages/count_tokens`` parses the same fields (system, messages, tools, tool_choice,
+thinking) and counts the prompt the model would read, rendered by the engine's own renderer:
+the number equals the ``input_tokens`` (plus ``cache_read_input_tokens``) of the reply.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from starlette.routing import Route
 from mlx_backend.events import ChatRequest, Failed, Finished
 from mlx_backend.server.anthropic_messages import AnthropicRequestError, assistant_message, parse_messages_request
 from mlx_backend.server.anthropic_reply import ReplyBuilder, StreamEvent, sse
-from mlx_backend.server.backend import GenerationBackend, Rejected
+from mlx_backend.server.backend import GenerationBackend, Rejected, TokenCount
 from mlx_backend.server.errors import error_body, error_response
-from mlx_backend.server.streams import CLIENT_GONE, finish_in_background, first_event, request_events
+from mlx_backend.server.streams import CLIENT_GONE, count_events, finish_in_background, first_event, request_events
 
 if TYPE_CHECKING:
     from mlx_backend.server.app import ServerContext
@@ -66,7 +67,8 @@ class _Handle:
 
 
 def routes(context: "ServerContext") -> list[Route]:
-    async def messages(request: Request) -> Response:
+    async def parsed(request: Request, counting: bool = False):
+        """(served model, MessagesCall), or the error response to answer with."""
         served = context.backend.served_model()
         if served is None:
             return anthropic_error(503, "No model is loaded in Qwen Desk: load one, then retry.")
@@ -74,9 +76,12 @@ def routes(context: "ServerContext") -> list[Route]:
             body = await request.json()
         except ValueError:
             return anthropic_error(400, "The request body is not valid JSON.")
+        if counting and isinstance(body, dict):
+            # count_tokens has no max_tokens nor stream; the rest is /v1/messages' own.
+            body = {**body, "max_tokens": 1, "stream": False}
         info = served.info
         try:
-            call = parse_messages_request(
+            return served, parse_messages_request(
                 body,
                 max_tokens_limit=context.settings.max_tokens_limit,
                 thinking_mode=getattr(info, "thinking_mode", "hybrid"),
@@ -86,6 +91,12 @@ def routes(context: "ServerContext") -> list[Route]:
             )
         except AnthropicRequestError as error:
             return anthropic_error(400, str(error))
+
+    async def messages(request: Request) -> Response:
+        result = await parsed(request)
+        if isinstance(result, Response):
+            return result
+        served, call = result
 
         conversation = context.conversations.conversation_for(call.request.messages, client_key=call.client_key, salt=call.salt)
         chat = dataclasses.replace(call.request, conversation_id=conversation)
@@ -114,8 +125,22 @@ def routes(context: "ServerContext") -> list[Route]:
             return StreamingResponse(_stream(first, events, builder, handle, remember), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         return await _whole(request, first, events, builder, handle, remember)
 
-    async def count_tokens(_request: Request) -> Response:
-        return anthropic_error(404, "Token counting isn't available on this server; the usage of each /v1/messages reply reports the real counts.")
+    async def count_tokens(request: Request) -> Response:
+        result = await parsed(request, counting=True)
+        if isinstance(result, Response):
+            return result
+        _served, call = result
+        events = count_events(context.backend, call.request)
+        answer = await first_event(events, request.is_disconnected)
+        await events.aclose()
+        if answer is CLIENT_GONE:
+            return Response(status_code=499)
+        if isinstance(answer, TokenCount):
+            return JSONResponse({"input_tokens": answer.tokens})
+        if isinstance(answer, Rejected):
+            return anthropic_error(answer.status, answer.message)
+        message = answer.message if isinstance(answer, Failed) else "The server is shutting down."
+        return anthropic_error(500 if isinstance(answer, Failed) else 503, message)
 
     return [
         Route("/v1/messages", messages, methods=["POST"]),

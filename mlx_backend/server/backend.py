@@ -38,6 +38,13 @@ class Rejected:
 
 
 @dataclass(frozen=True)
+class TokenCount:
+    """The answer to a count request: how many tokens the rendered prompt is."""
+
+    tokens: int
+
+
+@dataclass(frozen=True)
 class JobEnded:
     """The last thing a sink receives for a request, whatever happened."""
 
@@ -57,6 +64,10 @@ class GenerationBackend(Protocol):
     def submit(self, request: ChatRequest, sink: Sink, *, client: str = "") -> Cancel:
         """Queue ``request``; its events go to ``sink``. ``client`` names the caller for the UI."""
 
+    def count_tokens(self, request: ChatRequest, sink: Sink) -> Cancel:
+        """Render ``request``'s prompt as a generation would; ``sink`` gets ``TokenCount`` (or
+        ``Rejected``), then ``JobEnded``."""
+
 
 def run_request(engine: Any, request: ChatRequest, cancel: threading.Event) -> Iterator[object]:
     """One request's events from ``engine``, the refusal of a bad request as ``Rejected``.
@@ -73,6 +84,23 @@ def run_request(engine: Any, request: ChatRequest, cancel: threading.Event) -> I
         yield Rejected(str(error), 400, "invalid_request")
         return
     yield from events
+
+
+def count_request(engine: Any, request: ChatRequest) -> Iterator[object]:
+    """The prompt's length as ``engine.stream`` renders it (the same renderer and checks, no model
+    work), or ``Rejected``. A prompt too long for the context is counted all the same: knowing
+    by how much it is too long is the point of asking.
+    """
+    from mlx_backend.generation.request import PromptRenderer, validate_request  # no MLX in it
+
+    try:
+        validate_request(request)
+        renderer = PromptRenderer(engine.tokenizer)
+        prompt = renderer.prompt(request, renderer.thinking_for(request))
+    except RequestError as error:
+        yield Rejected(str(error), 400, "invalid_request")
+        return
+    yield TokenCount(len(prompt))
 
 
 class _Job:
@@ -121,6 +149,22 @@ class EngineBackend:
             job.sink(JobEnded())
 
         return cancel
+
+    def count_tokens(self, request: ChatRequest, sink: Sink) -> Cancel:
+        # Rendering reads only the tokenizer and the template, never the model or its caches,
+        # so it needn't wait behind a running generation: a thread of its own.
+        def count() -> None:
+            try:
+                for item in count_request(self._engine, request):
+                    sink(item)
+            except Exception as error:  # noqa: BLE001
+                log.exception("counting failed")
+                sink(Failed(f"Something went wrong: {error}"))
+            finally:
+                sink(JobEnded())
+
+        threading.Thread(target=count, name="server-count", daemon=True).start()
+        return lambda: None
 
     def pending(self) -> int:
         """How many requests wait behind the running one."""

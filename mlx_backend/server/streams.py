@@ -11,11 +11,23 @@ import asyncio
 from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from mlx_backend.events import ChatRequest
-from mlx_backend.server.backend import GenerationBackend, JobEnded
+from mlx_backend.server.backend import Cancel, GenerationBackend, JobEnded, Sink
 
 
 async def request_events(backend: GenerationBackend, request: ChatRequest, *, client: str = "") -> AsyncIterator[object]:
     """Yield the request's events (``Rejected`` first and only, if it was refused)."""
+    async for item in sink_events(lambda sink: backend.submit(request, sink, client=client)):
+        yield item
+
+
+async def count_events(backend: GenerationBackend, request: ChatRequest) -> AsyncIterator[object]:
+    """Yield the answer to counting ``request``'s prompt: ``TokenCount`` or ``Rejected``."""
+    async for item in sink_events(lambda sink: backend.count_tokens(request, sink)):
+        yield item
+
+
+async def sink_events(start: Callable[[Sink], Cancel]) -> AsyncIterator[object]:
+    """What ``start`` sends its sink (from any thread), up to ``JobEnded``; leaving cancels."""
     loop = asyncio.get_running_loop()
     items: "asyncio.Queue[object]" = asyncio.Queue()
 
@@ -25,7 +37,7 @@ async def request_events(backend: GenerationBackend, request: ChatRequest, *, cl
         except RuntimeError:  # the loop closed (server shutting down): nobody is listening
             pass
 
-    cancel = backend.submit(request, sink, client=client)
+    cancel = start(sink)
     ended = False
     try:
         while True:
