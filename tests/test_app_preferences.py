@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence
 
 from app import gui
@@ -172,3 +172,40 @@ def test_menu_bar_only_hides_the_dock_icon_and_keeps_the_app_running(qapp, setti
             assert calls == [] and qapp.quitOnLastWindowClosed()
     finally:
         qapp.setQuitOnLastWindowClosed(was_quitting)
+
+
+def test_the_window_fits_the_screen_and_tab_brings_each_control_into_view(qtbot, dialog, monkeypatch) -> None:
+    from PySide6.QtCore import QPoint, QRect
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    # A 1440x900 laptop screen less the menu bar: the sections together are taller than that.
+    screen = QGuiApplication.primaryScreen()
+    monkeypatch.setattr(type(screen), "availableGeometry", lambda _self: QRect(0, 25, 1440, 875))
+    prefs = dialog(menu_bar_available=True, shortcuts_supported=True)
+    prefs.show()
+    prefs.activateWindow()
+    qtbot.waitActive(prefs)
+    content = prefs.scroll_area.widget()
+    assert content.sizeHint().height() > 875 - 80  # (else there is nothing to prove)
+    assert prefs.height() <= 875 - 80 and prefs.scroll_area.verticalScrollBar().maximum() > 0
+
+    # Every control is still reached with the keyboard, and scrolled into view when it is.
+    prefs.system_prompt_edit.setFocus()
+    qtbot.waitUntil(lambda: QApplication.focusWidget() is prefs.system_prompt_edit, timeout=2000)
+    viewport = prefs.scroll_area.viewport()
+    reached = []
+    for _ in range(60):
+        focused = QApplication.focusWidget()
+        if focused is None or not content.isAncestorOf(focused):
+            break
+        if focused in reached:
+            break  # round the whole window once
+        reached.append(focused)
+        top_left = focused.mapTo(viewport, QPoint(0, 0))
+        assert viewport.rect().intersects(QRect(top_left, focused.size())), f"{focused.objectName() or focused} is out of view"
+        qtbot.keyClick(focused, Qt.Key.Key_Tab)
+    for control in (prefs.system_prompt_edit, prefs.sampling_combo, prefs.theme_combo, prefs.server_check,
+                    prefs.server_port_spin):
+        assert control in reached or any(control.isAncestorOf(w) for w in reached)
+    assert prefs.scroll_area.verticalScrollBar().value() > 0  # it scrolled to reach the lower ones

@@ -15,15 +15,18 @@ from typing import Callable, Optional
 from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDialog,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QKeySequenceEdit,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
+    QScrollArea,
     QSizePolicy,
     QSpacerItem,
     QSpinBox,
@@ -39,6 +42,9 @@ from app.quick_ask.tray import parse_shortcut
 
 THEME_CHOICES: tuple[tuple[str, str], ...] = (("system", "Use System Setting"), ("light", "Light"), ("dark", "Dark"))
 PROMPT_SAVE_DELAY_MS = 500
+# The window leaves this much of the screen's free height (title bar, a glimpse of what is behind).
+SCREEN_MARGIN = 80
+MIN_HEIGHT = 360
 
 # Names carried by ``settingChanged``: the Settings attributes they stand for.
 SYSTEM_PROMPT = "system_prompt"
@@ -191,11 +197,38 @@ class PreferencesDialog(QDialog):
             self.tools_section.permissionsChanged.connect(tools.broker.refresh_permissions)
         form.addItem(_gap())
         form.addRow("Tools:", self.tools_section)
+        # The sections together are taller than a laptop screen: they scroll in one pane, as a
+        # System Settings pane does, and the window is sized to fit the screen it opens on.
+        content = QWidget(self)
+        content.setObjectName("SettingsContent")
+        inner = QVBoxLayout(content)
+        inner.setContentsMargins(24, 20, 24, 20)
+        inner.addLayout(form)
+        inner.addStretch(1)
+        self.scroll_area = _FocusScrollArea(self)
+        self.scroll_area.setObjectName("SettingsScroll")
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll_area.setWidget(content)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(24, 20, 24, 20)
-        layout.addLayout(form)
-        layout.addStretch(1)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.scroll_area)
         self.setMinimumWidth(520)
+        self.setMinimumHeight(MIN_HEIGHT)
+        self._fit_to_screen(content)
+
+    def _fit_to_screen(self, content: QWidget) -> None:
+        """As tall as the sections need, but never taller than the screen's free area."""
+        screen = (self.parentWidget().screen() if self.parentWidget() is not None else None) or QGuiApplication.primaryScreen()
+        hint = content.sizeHint()
+        width = max(self.minimumWidth(), hint.width() + self.scroll_area.verticalScrollBar().sizeHint().width())
+        height = hint.height()
+        if screen is not None:
+            free = screen.availableGeometry()
+            height = min(height, free.height() - SCREEN_MARGIN)
+            width = min(width, free.width() - SCREEN_MARGIN)
+        self.resize(width, max(height, MIN_HEIGHT))
 
     def reload_choices(self) -> None:
         """Show sampling and theme as the settings hold them (the menus change them too)."""
@@ -377,6 +410,20 @@ class PreferencesDialog(QDialog):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
         self.save_system_prompt()
         super().closeEvent(event)
+
+
+class _FocusScrollArea(QScrollArea):
+    """Tab and Shift+Tab bring the focused control into view, also when focus moves by a click
+    on a label's buddy or by code (focus_system_prompt)."""
+
+    def __init__(self, parent: QWidget) -> None:
+        super().__init__(parent)
+        QApplication.instance().focusChanged.connect(self._on_focus)
+
+    def _on_focus(self, _old: Optional[QWidget], new: Optional[QWidget]) -> None:
+        content = self.widget()
+        if new is not None and content is not None and content.isAncestorOf(new):
+            self.ensureWidgetVisible(new, 16, 16)
 
 
 def _hint(parent: QWidget, text: str = "") -> QLabel:
