@@ -447,3 +447,65 @@ def test_switching_chats_while_a_call_waits_keeps_its_block_live(qtbot, rig) -> 
     wait_idle(qtbot, window)
     [block] = blocks(window)
     assert block.record.status == "done" and block.record.result == "5"
+
+
+def _flow(view) -> list[tuple[str, object]]:
+    """What the answer shows, top to bottom: ("text", its words) and ("tool", (step, status))."""
+    from app.chat.rendering import SafeTextView
+    from app.chat.streaming_render import StreamingMarkdown
+
+    shown = []
+    for widget in view.flow():
+        if isinstance(widget, ToolBlock):
+            shown.append(("tool", (widget.record.step, widget.record.status)))
+            continue
+        views = widget.views if isinstance(widget, StreamingMarkdown) else [widget]
+        text = "".join(v.toPlainText() for v in views if isinstance(v, SafeTextView)).strip()
+        if text and widget.isVisibleTo(view):
+            shown.append(("text", text))
+    return shown
+
+
+def test_tool_blocks_sit_between_the_steps_they_happened_in_live_after_a_switch_and_a_restart(qtbot, rig) -> None:
+    rig.script("First I add." + call("add", a=2, b=3), "Then once more." + call("add", a=5, b=1), "So it is 6.")
+    window = rig.open_window()
+    window.chat.send("Add twice")
+    # The first call: allowed once. The second waits for its dialog while we look.
+    dialog_of(qtbot, window).once_button.click()
+    qtbot.waitUntil(lambda: len(blocks(window)) == 2 and blocks(window)[1].record.status == "waiting", timeout=30000)
+    live = [("text", "First I add."), ("tool", (0, "done")), ("text", "Then once more."), ("tool", (1, "waiting"))]
+    assert _flow(answer_view(window)) == live
+    # A chat switch rebuilds the transcript; the live blocks come back in their places.
+    conversation = window.chat.conversation_id
+    window.chat.new_conversation()
+    window.chat.open_conversation(conversation)
+    assert _flow(answer_view(window)) == live
+    dialog_of(qtbot, window).once_button.click()
+    wait_idle(qtbot, window)
+    done = [("text", "First I add."), ("tool", (0, "done")), ("text", "Then once more."), ("tool", (1, "done")),
+            ("text", "So it is 6.")]
+    assert _flow(answer_view(window)) == done
+    assert answer_view(window).answer_text == "First I add.\n\nThen once more.\n\nSo it is 6."  # Copy: the whole
+    window.close()
+    window.store.close()
+    rig.windows.remove(window)
+
+    # After a restart, from the store's tool_calls rows.
+    again = rig.open_window()
+    again.chat.open_conversation(conversation)
+    assert _flow(answer_view(again)) == done
+
+
+def test_stored_blocks_go_after_their_steps_text_even_when_a_step_wrote_nothing() -> None:
+    from app.chat.store import StoredToolCall
+    from app.tools.turn import step_offsets
+
+    def record(step, text):
+        return StoredToolCall(1, step, 0, name="add", tool="add", arguments={}, raw="", status="done", step_answer=text)
+
+    answer = "Looking.\n\nStill looking.\n\nFound it."
+    assert step_offsets(answer, [record(0, "Looking."), record(1, "Still looking.")]) == {0: 10, 1: 26}
+    # A step that only called (no words) puts its block where the previous step's ended.
+    assert step_offsets("Found it.", [record(0, ""), record(1, "")]) == {0: 0, 1: 0}
+    # Text that isn't there (an edited answer): those blocks go to the end, as before.
+    assert step_offsets(answer, [record(0, "Elsewhere.")]) == {}
