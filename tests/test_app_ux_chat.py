@@ -440,3 +440,46 @@ def test_the_live_ttft_is_timed_like_the_engines(qtbot, env) -> None:
     send(qtbot, window, "Hi")
     qtbot.waitUntil(lambda: not window.chat.generating, timeout=10_000)
     assert live and live[0] < 0.3  # from when reading began, not from the job's start
+
+
+def test_at_800x500_the_plans_summarize_and_cancel_stay_in_view_while_it_scrolls(qtbot, env, tmp_path) -> None:
+    pytest.importorskip("pypdfium2")
+    from app.documents.controller import DocumentController
+    from mlx_backend.documents.summary import SummaryOptions
+
+    shots = _screenshots_module()
+    engine = shots.DocumentDemoEngine()
+    window = make_window(qtbot, env, engine, size=(800, 500))
+    documents = DocumentController(
+        window.chat, window.composer, window.worker, drop_targets=(window.transcript,),
+        place_panel=window.add_bottom_panel, system_prompt=lambda: "",
+        options=SummaryOptions(budget_bytes=shots.DEMO_BUDGET_BYTES), clock=engine.clock, parent=window)
+    documents.open_files([str(shots.write_demo_pdf(tmp_path))])
+    qtbot.waitUntil(lambda: documents.plan_panel.plan is not None, timeout=60_000)
+    window.resize(800, 500)
+    qtbot.wait(100)
+
+    panel = documents.plan_panel
+    scroll = panel.parentWidget()
+    while scroll is not None and not hasattr(scroll, "verticalScrollBar"):
+        scroll = scroll.parentWidget()
+    bar = scroll.verticalScrollBar()
+    assert bar.maximum() > 0  # the plan itself scrolls...
+
+    def in_window(button) -> bool:
+        top_left = button.mapTo(window, QPoint(0, 0))
+        return button.isVisible() and top_left.y() >= 0 and top_left.y() + button.height() <= window.height() \
+            and not scroll.isAncestorOf(button)
+
+    # ...and Summarize and Cancel are in view at the top of the scroll, at its end, anywhere.
+    for value in (0, bar.maximum() // 2, bar.maximum()):
+        bar.setValue(value)
+        assert in_window(panel.start_button) and in_window(panel.cancel_button)
+    assert panel.start_button.isEnabled()
+    assert window.transcript.height() >= 120
+    bottom = window.composer.mapTo(window, QPoint(0, window.composer.height())).y()
+    assert bottom <= window.height()
+    # Cancel still dismisses the plan, and its buttons go with it.
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.isVisible(), timeout=5000)
+    assert not panel.start_button.isVisible() and not panel.cancel_button.isVisible()

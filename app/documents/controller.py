@@ -41,7 +41,7 @@ from app.chat.turns import TurnContext, TurnJob
 from app.chat.history import history_messages
 from app.chat.store import Attachment, StoredMessage
 from app.documents.drop import DocumentDropFilter
-from app.documents.panel_scroll import PanelScroll
+from app.documents.panel_scroll import PinnedPanels
 from app.documents.widgets import PlanPanel, SummaryProgressPanel
 from app.worker.handle import JobHandle
 from app.worker.worker import WorkerClient, chat_job
@@ -135,7 +135,8 @@ class DocumentController(QObject):
 
         self.plan_panel = PlanPanel()
         self.progress_panel = SummaryProgressPanel(clock=clock)  # the clock times the ETA
-        place_panel(PanelScroll(self._panel_holder()))  # scrolls when the window is small
+        # Scrolls when the window is small, the plan's buttons pinned below it.
+        place_panel(PinnedPanels(self._panel_holder(), self._plan_buttons_row(), self.plan_panel))
         self.plan_panel.hide()
         self.progress_panel.hide()
         self.plan_panel.startRequested.connect(self.start)
@@ -177,6 +178,19 @@ class DocumentController(QObject):
         row.addStretch(1)
         self.panel_holder = holder
         return holder
+
+    def _plan_buttons_row(self) -> QWidget:
+        """The plan's Summarize and Cancel, in the same column as the plan above them."""
+        row_widget = QWidget()
+        row_widget.setObjectName("PlanButtonsRow")
+        row = QHBoxLayout(row_widget)
+        row.setContentsMargins(24, 0, 24, 8)
+        bar = self.plan_panel.button_bar
+        bar.setMaximumWidth(self._composer.maximumWidth())
+        row.addStretch(1)
+        row.addWidget(bar, 100)
+        row.addStretch(1)
+        return row_widget
 
     # ------------------------------------------------------------------ drops
     def open_files(self, paths: list) -> None:

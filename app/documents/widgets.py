@@ -152,7 +152,12 @@ class PlanPanel(QFrame):
         self.cancel_button.setObjectName("SecondaryButton")
         self.start_button.clicked.connect(self.startRequested)
         self.cancel_button.clicked.connect(self.cancelRequested)
-        buttons = QHBoxLayout()
+        # Summarize and Cancel live in a bar of their own, which the controller pins below the
+        # scrolling panels: at small window sizes the plan scrolls and they stay in view.
+        self.button_bar = QWidget()
+        self.button_bar.setObjectName("PlanButtons")
+        buttons = QHBoxLayout(self.button_bar)
+        buttons.setContentsMargins(0, 0, 0, 0)
         buttons.addStretch(1)
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.start_button)
@@ -165,7 +170,6 @@ class PlanPanel(QFrame):
         layout.addWidget(self.status)
         layout.addWidget(self.plan_text)
         layout.addWidget(self.problems)
-        layout.addLayout(buttons)
         self.plan: Optional[SummaryPlan] = None
         self._start_allowed = True
         self.show_reading([])
