@@ -147,3 +147,34 @@ def test_tensor_parallel_pays_for_big_dense_models_over_rdma_only():
     assert "128 per token" in reason  # 64 layers, two all-reduces each
     with pytest.raises(ValueError, match="link must be one of"):
         tensor_parallel_pays(big, 2, "wifi")
+
+
+@pytest.fixture(scope="module")
+def hybrid_checkpoint(tmp_path_factory):
+    from tests.support.hybrid_checkpoints import hybrid_fixtures_available, write_hybrid_checkpoint
+
+    if not hybrid_fixtures_available():
+        pytest.skip("the Qwen3.5-family tokenizer fixtures are missing")
+    return write_hybrid_checkpoint(tmp_path_factory.mktemp("tp35") / "model", "dense")
+
+
+def test_qwen3_5_dense_on_two_ranks_matches_one_process(hybrid_checkpoint, tmp_path):
+    """The hybrid (Gated DeltaNet + full attention) through mlx-lm's shard in our wrapper:
+    its linear-attention heads, attention heads, MLP and vocabulary (the head) are split."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    single = run_single(hybrid_checkpoint, tmp_path / "one")
+    result = launch("tp_model.py", 2, str(hybrid_checkpoint), str(tmp_path / "two"), timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reports = result.reports()
+    assert sorted(reports) == [0, 1]
+    expected = np.array(mx.load(str(tmp_path / "one" / "logits-rank0.npy")))
+    for rank in (0, 1):
+        logits = np.array(mx.load(str(tmp_path / "two" / f"logits-rank{rank}.npy")))
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    for report in reports.values():
+        assert report["text"] == single["text"] != ""
+        assert report["sharded_bytes"] == single["sharded_bytes"] // 2
+        # The layers' matrices and the head are halved; the embeddings and norms stay whole.
+        assert report["weights_bytes"] < single["weights_bytes"] - single["sharded_bytes"] // 2
+        assert report["weights_bytes"] <= report["active_bytes"] < single["weights_bytes"]

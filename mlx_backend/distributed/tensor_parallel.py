@@ -4,8 +4,12 @@ Attention is split by heads (q/k/v column-sharded, each rank attends with its ow
 keeps only their KV cache) and the MLP by its hidden units (gate/up column-sharded); o_proj
 and down_proj are row-sharded and end in an all-reduce, so each layer's output is the full
 hidden state again on every rank. The layers are mlx.nn's own (``shard_linear``: AllToSharded
-/ ShardedToAll linear layers, quantized ones for 4/8-bit checkpoints). Embeddings, norms and
-the head stay whole on every rank.
+/ ShardedToAll linear layers, quantized ones for 4/8-bit checkpoints). Embeddings and norms
+stay whole on every rank; so does the Qwen3 head (mlx-lm's Qwen3.5 shard, which we reuse
+for the hybrid, splits its head by vocabulary and gathers the logits).
+
+On a rank, reading a tensor to cut its slice briefly holds that whole tensor: the peak is
+this rank's share plus the largest single tensor (usually the embedding or the head).
 
 The model is sharded while its weights are still lazy (``load_model(lazy=True)``), then
 evaluated layer by layer: a rank reads each tensor from the safetensors, keeps its slice and
@@ -61,7 +65,9 @@ def shard_model(model: nn.Module, group: Union[RankGroup, mx.distributed.Group])
     return model
 
 
-def load_tensor_parallel(path: Union[str, Path], group: Union[RankGroup, mx.distributed.Group]) -> tuple[nn.Module, Any]:
+def load_tensor_parallel(
+    path: Union[str, Path], group: Union[RankGroup, mx.distributed.Group]
+) -> tuple[nn.Module, Any]:
     """Load the model folder at ``path`` with each rank of ``group`` holding its shard only.
 
     Returns (model, tokenizer) like ``loading.loader.load``; ``model.load_info.weights_bytes``
@@ -104,7 +110,8 @@ def _shard_qwen3(model: qwen3.Model, group: mx.distributed.Group, size: int) -> 
         _check_row_split(attention.o_proj, size, f"layer {index} o_proj")
         _check_row_split(mlp.down_proj, size, f"layer {index} down_proj")
         for name in ("q_proj", "k_proj", "v_proj"):
-            setattr(attention, name, shard_linear(getattr(attention, name), "all-to-sharded", group=group))
+            column = shard_linear(getattr(attention, name), "all-to-sharded", group=group)
+            setattr(attention, name, column)
         attention.o_proj = shard_linear(attention.o_proj, "sharded-to-all", group=group)
         attention.n_heads //= size
         attention.n_kv_heads //= size
@@ -129,7 +136,9 @@ def _check_qwen3_5(model: qwen3_5.Model, size: int) -> None:
             f"{size} ranks; use a group size they divide or that is a multiple of them."
         )
     _divides(args.linear_num_key_heads, size, "linear-attention key heads (linear_num_key_heads)")
-    _divides(args.linear_num_value_heads, size, "linear-attention value heads (linear_num_value_heads)")
+    _divides(
+        args.linear_num_value_heads, size, "linear-attention value heads (linear_num_value_heads)"
+    )
     _divides(args.intermediate_size, size, "MLP width (intermediate_size)")
     if not args.tie_word_embeddings:
         _divides(args.vocab_size, size, "vocabulary (vocab_size)")
@@ -167,7 +176,9 @@ def _check_row_split(layer: nn.Module, size: int, name: str) -> None:
         )
 
 
-def _mx_group(group: Union[RankGroup, mx.distributed.Group, None]) -> Optional[mx.distributed.Group]:
+def _mx_group(
+    group: Union[RankGroup, mx.distributed.Group, None],
+) -> Optional[mx.distributed.Group]:
     return group.group if isinstance(group, RankGroup) else group
 
 
