@@ -53,6 +53,7 @@ class ModelRow(QFrame):
         self.progress_label = QLabel("", self)
         self.progress_label.setObjectName("MutedLabel")
         self.progress_label.hide()
+        self.speed_up: Optional[QWidget] = None  # the speed-up line, on installed rows
         self.buttons = QHBoxLayout()
         self.buttons.setSpacing(6)
 
@@ -67,6 +68,7 @@ class ModelRow(QFrame):
         text.addLayout(title_row)
         text.addWidget(self.detail)
         text.addWidget(self.error)
+        self._text = text
         right = QHBoxLayout()
         right.setSpacing(8)
         right.addWidget(self.progress_label)
@@ -86,6 +88,10 @@ class ModelRow(QFrame):
         button.clicked.connect(lambda _checked=False: slot())  # don't pass ``checked`` to the slot
         self.buttons.addWidget(button)
         return button
+
+    def add_line(self, widget: QWidget) -> None:
+        """A line of controls under the details (e.g. the model's speed-up)."""
+        self._text.insertWidget(self._text.indexOf(self.error), widget)
 
     def show_error(self, message: str) -> None:
         self.error.setText(message)
