@@ -42,15 +42,17 @@ class SpeedUpControls(QWidget):
         self.menu.setToolTip(SPEED_UP_TIP)
         self.menu.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.menu.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
-        self.menu.addItem("Off", ("off", ""))
+        # Item data "off", "mtp" or "draft:<key>" (strings: Qt hands tuples back as lists).
+        self.menu.addItem("Off", "off")
         if has_mtp:
-            self.menu.addItem("Built-in (MTP)", ("mtp", ""))
+            self.menu.addItem("Built-in (MTP)", "mtp")
         for model in drafts:
             name = (draft_names or {}).get(model.key, model.title)
-            self.menu.addItem(f"Draft model: {name}", ("draft", model.key))
+            self.menu.addItem(f"Draft model: {name}", f"draft:{model.key}")
         if len(drafts) == 0 and not has_mtp:
             self.menu.setToolTip(SPEED_UP_TIP + "\n\nNo smaller model of the same family is on this Mac.")
-        self.menu.setCurrentIndex(max(0, self.menu.findData((choice.mode, choice.draft))))
+        current = f"draft:{choice.draft}" if choice.mode == "draft" else choice.mode
+        self.menu.setCurrentIndex(max(0, self.menu.findData(current)))
         self.quote = QCheckBox("Quote-aware drafting for documents", self)
         self.quote.setToolTip(QUOTE_TIP)
         self.quote.setChecked(choice.quote_lookup)
@@ -74,6 +76,6 @@ class SpeedUpControls(QWidget):
         return [self.menu.itemText(i) for i in range(self.menu.count())]
 
     def _emit(self, *_args: object) -> None:
-        mode, draft = self.menu.currentData()
-        self._choice = SpeedUp(mode, draft, self.quote.isChecked())
+        mode, _, draft = str(self.menu.currentData()).partition(":")
+        self._choice = SpeedUp(mode, draft, self.quote.isChecked())  # type: ignore[arg-type]
         self.changed.emit(self._choice)
