@@ -68,16 +68,19 @@ class ModelRow(QFrame):
         text.addLayout(title_row)
         text.addWidget(self.detail)
         text.addWidget(self.error)
-        self._text = text
         right = QHBoxLayout()
         right.setSpacing(8)
         right.addWidget(self.progress_label)
         right.addWidget(self.progress)
         right.addLayout(self.buttons)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(16, 10, 16, 10)
-        layout.addLayout(text, 1)
-        layout.addLayout(right)
+        top = QHBoxLayout()
+        top.addLayout(text, 1)
+        top.addLayout(right)
+        # Lines added under it (the speed-up) span the whole row: room at 800 x 500 too.
+        self._lines = QVBoxLayout(self)
+        self._lines.setContentsMargins(16, 10, 16, 10)
+        self._lines.setSpacing(2)
+        self._lines.addLayout(top)
 
     def add_button(self, text: str, slot: Callable[[], None], *, primary: bool = False) -> QPushButton:
         button = QPushButton(text, self)
@@ -90,8 +93,8 @@ class ModelRow(QFrame):
         return button
 
     def add_line(self, widget: QWidget) -> None:
-        """A line of controls under the details (e.g. the model's speed-up)."""
-        self._text.insertWidget(self._text.indexOf(self.error), widget)
+        """A line of controls under the row, its full width (e.g. the model's speed-up)."""
+        self._lines.addWidget(widget)
 
     def show_error(self, message: str) -> None:
         self.error.setText(message)

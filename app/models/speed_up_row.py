@@ -42,6 +42,7 @@ class SpeedUpControls(QWidget):
         self.menu.setToolTip(SPEED_UP_TIP)
         self.menu.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.menu.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
+        self.menu.setMinimumWidth(200)  # the rows' switches line up (longer names still fit)
         # Item data "off", "mtp" or "draft:<key>" (strings: Qt hands tuples back as lists).
         self.menu.addItem("Off", "off")
         if has_mtp:
