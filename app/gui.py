@@ -204,7 +204,10 @@ def run_gui(argv: Optional[list[str]] = None, files: Optional[list[str]] = None)
         QTimer.singleShot(0, lambda: instance.filesReceived.emit(list(files)))
 
     if settings.model:
-        worker.load_model(settings.model)  # in the background: the window is usable at once
+        from app.models.speed_up import load_options
+
+        # In the background (the window is usable at once), with its speed-up (Models window).
+        worker.load_model(settings.model, load_options(settings.speed_up(settings.model)))
     else:
         QTimer.singleShot(0, lambda: window.open_model_manager(first_run=True))
     last = settings.last_conversation

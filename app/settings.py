@@ -10,13 +10,16 @@ import json
 
 import secrets
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 from PySide6.QtCore import QByteArray, QSettings
 
 from app.paths import settings_file_override
 from mlx_backend.events import SamplingParams
 from mlx_backend.server.settings import DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from app.models.speed_up import SpeedUp
 
 Theme = Literal["system", "light", "dark"]
 THEMES: tuple[str, ...] = ("system", "light", "dark")
@@ -86,6 +89,24 @@ class Settings:
     @model.setter
     def model(self, value: str) -> None:
         self._q.setValue("model/current", value)
+
+    # Per model (keyed like ``model``): its speed-up, app/models/speed_up.py's SpeedUp as JSON.
+    def speed_up(self, key: str) -> SpeedUp:
+        from app.models.speed_up import SpeedUp
+
+        return SpeedUp.from_json(self._speed_ups().get(key))
+
+    def set_speed_up(self, key: str, choice: SpeedUp) -> None:
+        choices = self._speed_ups()
+        choices[key] = choice.to_json()
+        self._q.setValue("model/speed_up", json.dumps(choices, sort_keys=True))
+
+    def _speed_ups(self) -> dict:
+        try:
+            data = json.loads(str(self._q.value("model/speed_up", "{}") or "{}"))
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
 
     # Local folders the user added in the model manager.
     @property

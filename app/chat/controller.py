@@ -292,6 +292,9 @@ class ChatController(QObject):
             sampling=base_sampling,
             reasoning_effort=reasoning.reasoning_effort,
             preserve_thinking=reasoning.preserve_thinking,
+            # The model's "Quote-aware drafting for documents" (Models window): per request, so
+            # switching it needs no reload.
+            prompt_lookup=self._settings.speed_up(self._worker.model_name).prompt_lookup,
         )
         return apply_chat_settings(
             request, chat, thinking=self._thinks(), base_sampling=base_sampling,

@@ -30,6 +30,7 @@ from app.chat.message_parts import AttachmentChip, MessageActions, ThinkingBlock
 from app.chat.store import StoredMessage
 from app.chat.edit_box import EditBox
 from app.chat.version_switcher import VersionSwitcher
+from app.chat.speed_words import speculative_words
 
 MIN_RENDER_INTERVAL_MS = 40
 MAX_RENDER_INTERVAL_MS = 400
@@ -472,6 +473,9 @@ def format_stats(stats: Optional[dict[str, Any]], model: Optional[str] = None) -
         parts.append(f"{stats['generation_tokens']:,} tokens")
     if stats.get("ttft_s"):
         parts.append(f"{stats['ttft_s']:.2f} s to first token")
+    speculative = speculative_words(stats)
+    if speculative:
+        parts.append(speculative)
     return "  \u00b7  ".join(parts)
 
 

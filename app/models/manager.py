@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
 
 from app.models.downloads import DownloadTask, Resolver, _resolve, cancel_and_wait
 from app.models.rows import GB, ModelRow, size_words
+from app.models.speed_up import SpeedUp, draft_candidates, engine_has_mtp, has_mtp_weights
+from app.models.speed_up_row import SpeedUpControls
 from app.models.installed import (
     InstalledModel, find_model_folder, folder_size, installed_cache_models, model_facts)
 from app.settings import Settings
@@ -60,6 +62,8 @@ class ModelManager(QDialog):
 
     modelChosen = Signal(str)
     modelsChanged = Signal()
+    # A model's speed-up choice changed (already stored in the settings): its key.
+    speedUpChanged = Signal(str)
     # (repo id, config or None, error message): from the checking thread, queued to the GUI's.
     _checked = Signal(str, object, str)
 
@@ -96,6 +100,10 @@ class ModelManager(QDialog):
         self.budget_bytes = budget_bytes
         self.recommended = recommended_default(budget_bytes)
         self.loaded_key = ""
+        self.loaded_info: object = None  # the loaded engine's info: does it have MTP heads?
+        self._installed_now: list[InstalledModel] = []
+        # Why a model's chosen speed-up could not be used at its last load (shown in its row).
+        self.speed_up_notes: dict[str, str] = {}
         self.rows: dict[str, ModelRow] = {}
         self.downloads: dict[str, DownloadTask] = {}
 
@@ -182,7 +190,7 @@ class ModelManager(QDialog):
                 widget.setParent(None)
                 widget.deleteLater()
         self.rows = {}
-        installed = self.installed()
+        installed = self._installed_now = self.installed()
         installed_keys = {m.key.lower() for m in installed}
         self._add_section("On this Mac")
         if not installed:
@@ -227,9 +235,33 @@ class ModelManager(QDialog):
         use = row.add_button("Use", lambda key=model.key: self._choose(key))
         use.setEnabled(model.key != self.loaded_key)
         row.add_button("Remove" if model.source == "folder" else "Delete\u2026", lambda m=model: self.delete(m))
+        row.add_line(self._speed_up_controls(model, row))
         self.rows[model.key] = row
         self._list_layout.addWidget(row)
         row.show()  # now, not on the next event-loop turn: what follows may show its error
+
+    def _speed_up_controls(self, model: InstalledModel, row: ModelRow) -> SpeedUpControls:
+        has_mtp = has_mtp_weights(model.path) or (model.key == self.loaded_key and engine_has_mtp(self.loaded_info))
+        drafts = draft_candidates(model, self._installed_now)
+        names = {m.key: entry.display_name if (entry := _catalog_entry(m.key)) else m.title for m in drafts}
+        controls = SpeedUpControls(self._settings.speed_up(model.key), drafts, has_mtp, row, draft_names=names)
+        controls.changed.connect(lambda choice, key=model.key: self._on_speed_up(key, choice))
+        row.speed_up = controls
+        if model.key in self.speed_up_notes:
+            row.show_error(self.speed_up_notes[model.key])
+        return controls
+
+    def _on_speed_up(self, key: str, choice: SpeedUp) -> None:
+        self._settings.set_speed_up(key, choice)
+        if self.speed_up_notes.pop(key, None) and key in self.rows:
+            self.rows[key].show_error("")
+        self.speedUpChanged.emit(key)
+
+    def note_speed_up_failed(self, key: str, message: str) -> None:
+        """``key`` loaded without its speed-up: say why in its row (until the choice changes)."""
+        self.speed_up_notes[key] = message
+        if key in self.rows:
+            self.rows[key].show_error(message)
 
     def _add_catalog_row(self, entry: CatalogModel) -> None:
         detail = (
@@ -266,8 +298,9 @@ class ModelManager(QDialog):
         self._list_layout.addWidget(row)
         row.show()  # now, not on the next event-loop turn: what follows may show its error
 
-    def set_loaded(self, key: str) -> None:
+    def set_loaded(self, key: str, info: object = None) -> None:
         self.loaded_key = key
+        self.loaded_info = info
         self.refresh()
 
     def show_recommended(self) -> None:

@@ -53,6 +53,7 @@ class ModelRow(QFrame):
         self.progress_label = QLabel("", self)
         self.progress_label.setObjectName("MutedLabel")
         self.progress_label.hide()
+        self.speed_up: Optional[QWidget] = None  # the speed-up line, on installed rows
         self.buttons = QHBoxLayout()
         self.buttons.setSpacing(6)
 
@@ -72,10 +73,14 @@ class ModelRow(QFrame):
         right.addWidget(self.progress_label)
         right.addWidget(self.progress)
         right.addLayout(self.buttons)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(16, 10, 16, 10)
-        layout.addLayout(text, 1)
-        layout.addLayout(right)
+        top = QHBoxLayout()
+        top.addLayout(text, 1)
+        top.addLayout(right)
+        # Lines added under it (the speed-up) span the whole row: room at 800 x 500 too.
+        self._lines = QVBoxLayout(self)
+        self._lines.setContentsMargins(16, 10, 16, 10)
+        self._lines.setSpacing(2)
+        self._lines.addLayout(top)
 
     def add_button(self, text: str, slot: Callable[[], None], *, primary: bool = False) -> QPushButton:
         button = QPushButton(text, self)
@@ -86,6 +91,10 @@ class ModelRow(QFrame):
         button.clicked.connect(lambda _checked=False: slot())  # don't pass ``checked`` to the slot
         self.buttons.addWidget(button)
         return button
+
+    def add_line(self, widget: QWidget) -> None:
+        """A line of controls under the row, its full width (e.g. the model's speed-up)."""
+        self._lines.addWidget(widget)
 
     def show_error(self, message: str) -> None:
         self.error.setText(message)

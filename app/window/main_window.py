@@ -41,6 +41,7 @@ from app.settings import Settings
 from app.window.menus import WindowMenus
 from app.window.model_picker import ModelPicker
 from app.window.reasoning_button import ReasoningButton
+from app.models.speed_up import load_options
 from app.window.status_panel import StatusPanel, display_name
 from app.window.theme import ThemeManager
 from app.chat.store import ConversationStore
@@ -97,6 +98,7 @@ class MainWindow(QMainWindow):
         self._previous_model = ""
         self._load_target = ""
         self.last_load_error = ""
+        self.last_load_notice = ""
 
         colors = RenderColors.from_palette(self.palette())
         self.sidebar = ConversationList(store, self)
@@ -218,6 +220,7 @@ class MainWindow(QMainWindow):
         self.worker.loadProgress.connect(self._on_load_progress)
         self.worker.modelLoaded.connect(self._on_model_loaded)
         self.worker.modelLoadFailed.connect(self._on_model_load_failed)
+        self.worker.loadNotice.connect(self._on_load_notice)
         self.worker.modelUnloaded.connect(self._on_model_unloaded)
 
     # ------------------------------------------------------------ commands
@@ -394,10 +397,11 @@ class MainWindow(QMainWindow):
 
                 manager = ModelManager(self.settings, self)
             manager.modelChosen.connect(self.load_model)
+            manager.speedUpChanged.connect(self._on_speed_up_changed)
             manager.modelsChanged.connect(self._refresh_model_picker)
             self._model_manager = manager
         manager = self._model_manager
-        manager.set_loaded(self.worker.model_name)
+        manager.set_loaded(self.worker.model_name, self.worker.model_info)
         manager.show()
         manager.raise_()
         if first_run:
@@ -416,9 +420,33 @@ class MainWindow(QMainWindow):
         """Switch to ``path_or_repo``; it is remembered for the next launch only once it loads."""
         if self.chat.generating:
             self.chat.stop()
-        self.worker.load_model(path_or_repo)
+        self._queue_load(path_or_repo)
         self._refresh_send_state(path_or_repo)
         self._refresh_model_picker()
+
+    def _queue_load(self, key: str) -> None:
+        """Load ``key`` with its speed-up (Models window): a draft model or its MTP heads."""
+        self.worker.load_model(key, load_options(self.settings.speed_up(key)))
+
+    def _on_speed_up_changed(self, key: str) -> None:
+        """The Models window changed ``key``'s speed-up. For the model in use, reload it now
+        (after the answer that may be streaming): whoever picks a draft model expects the next
+        answer to use it, and a reload takes seconds. Quote-aware drafting needs none (it is
+        sent with each request)."""
+        current = self.worker.loading or self.worker.model_name
+        if key != current or load_options(self.settings.speed_up(key)) == self.worker.speed_up:
+            return
+        self._queue_load(key)
+        self._refresh_send_state(key)
+        self.status_panel.showMessage(f"Reloading {display_name(key)} with the new speed-up\u2026", 5000)
+
+    def _on_load_notice(self, message: str) -> None:
+        """Loaded, but without the speed-up asked for: say why, where the user looks."""
+        self.last_load_notice = message
+        self.status_panel.showMessage(message, 15000)
+        manager = self._model_manager
+        if manager is not None:
+            manager.note_speed_up_failed(self.worker.loading, message)
 
     def unload_model(self) -> None:
         """Eject: free the loaded model's memory; nothing loads at the next launch either."""
@@ -455,7 +483,7 @@ class MainWindow(QMainWindow):
         self._refresh_send_state()
         self.menus.eject_action.setEnabled(bool(self.worker.model_name))
         if self._model_manager is not None:
-            self._model_manager.set_loaded(self.worker.model_name)
+            self._model_manager.set_loaded(self.worker.model_name, self.worker.model_info)
         self.modelReadyChanged.emit(self.model_ready)
 
     def _on_load_started(self, name: str) -> None:
@@ -492,7 +520,7 @@ class MainWindow(QMainWindow):
         going_back = bool(previous) and previous != failed
         if going_back:
             after = f"Going back to {display_name(previous)}."
-            self.worker.load_model(previous)
+            self._queue_load(previous)
         else:
             self._last_loaded = ""
             after = "No model is loaded now. Choose another in the model picker or in Model \u203a Manage Models\u2026"

@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator, Literal, Optional
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
+from app.models.installed import validate_model_folder
+from app.models.speed_up import LoadOptions, local_model_folder
 from app.worker.batching import DEFAULT_INTERVAL_S, EventBatcher
 from app.worker.handle import JobHandle, JobRelay
 from app.worker.protocols import InferenceEngine, Job
@@ -36,7 +38,8 @@ from mlx_backend.errors import QwenDeskError
 
 log = logging.getLogger(__name__)
 
-EngineLoader = Callable[[str, Callable[..., None]], InferenceEngine]
+# ``loader(model, progress)``; with a speed-up also ``draft=folder`` or ``mtp=True``.
+EngineLoader = Callable[..., InferenceEngine]
 # Quitting waits this long for the running job to honour its cancel (the engine checks it
 # between prefill chunks and tokens, well within this).
 SHUTDOWN_TIMEOUT_MS = 1500
@@ -58,6 +61,7 @@ class _QueuedJob:
     run: Optional[Job] = None
     relay: Optional[JobRelay] = None
     model: str = ""
+    speed_up: LoadOptions = field(default_factory=LoadOptions)
     needs_model: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -123,14 +127,50 @@ def chat_job(request: ChatRequest) -> Job:
     return job
 
 
-def _default_engine_loader(path_or_repo: str, progress: Callable[..., None]) -> InferenceEngine:
+def _default_engine_loader(
+    path_or_repo: str, progress: Callable[..., None], *, draft: Optional[str] = None, mtp: bool = False,
+) -> InferenceEngine:
     from app.paths import prompt_cache_dir
     from app.settings import Settings
     from mlx_backend.generation.engine import Engine  # imported on the worker thread: MLX stays off the GUI
 
     budget = Settings().prompt_cache_budget_bytes  # Settings > Prompt cache on disk; 0 = Off
     folder = prompt_cache_dir() if budget > 0 else None
-    return Engine.load(path_or_repo, progress=progress, disk_cache_folder=folder, disk_cache_budget_bytes=budget)
+    speed_up: dict[str, Any] = {"mtp": True} if mtp else {}  # only asked for: engines before MTP lack it
+    return Engine.load(path_or_repo, progress=progress, draft=draft, disk_cache_folder=folder,
+                       disk_cache_budget_bytes=budget, **speed_up)
+
+
+def load_with_speed_up(
+    loader: EngineLoader, model: str, progress: Callable[..., None], options: LoadOptions,
+) -> tuple[InferenceEngine, str]:
+    """Load ``model`` with its speed-up; if that fails, the model alone and a notice saying why.
+
+    A draft folder that is no longer a model is found before the model loads (no second load);
+    any other failure (another tokenizer, a hybrid target, memory) loads the model again alone.
+    Raises only when the model itself can't load."""
+    if not options:
+        return loader(model, progress), ""
+    reason = ""
+    kwargs: dict[str, Any] = {"mtp": True}
+    if options.draft:
+        folder = local_model_folder(options.draft)  # never a download the user didn't ask for
+        kwargs = {"draft": str(folder)}
+        try:
+            if folder is None:
+                raise QwenDeskError(f"{options.draft_name} is no longer on this Mac.")
+            validate_model_folder(folder)
+        except QwenDeskError as error:
+            reason = str(error)
+    if not reason:
+        try:
+            return loader(model, progress, **kwargs), ""
+        except Exception as error:  # noqa: BLE001 - the model alone may still load
+            reason = _user_message(error)
+            log.warning("loading %s with its speed-up failed: %s", model, reason)
+    _release_memory()
+    engine = loader(model, progress)
+    return engine, f"{options.what()} could not be used, so the model runs without it. {reason}"
 
 
 def _default_self_check() -> object:
@@ -166,6 +206,8 @@ class Worker(QObject):
     loadProgress = Signal(object)
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
+    # The model loaded, but without the speed-up asked for: why (emitted before modelLoaded).
+    loadNotice = Signal(str)
     selfCheckFailed = Signal(str)
     modelUnloaded = Signal()
     # Any queued item (job or load) is done; lets the client track "busy".
@@ -257,10 +299,12 @@ class Worker(QObject):
                 self.loadProgress.emit(update)
 
         try:
-            engine = self._load_engine(item.model, progress)
+            engine, notice = load_with_speed_up(self._load_engine, item.model, progress, item.speed_up)
         except Exception as error:  # noqa: BLE001
             self.modelLoadFailed.emit(_user_message(error))
             return
+        if notice:
+            self.loadNotice.emit(notice)
         self._engine = engine
         self.modelLoaded.emit(getattr(engine, "info", None))
 
@@ -277,6 +321,7 @@ class WorkerClient(QObject):
     loadProgress = Signal(object)
     modelLoaded = Signal(object)
     modelLoadFailed = Signal(str)
+    loadNotice = Signal(str)
     # The startup self-check failed (macOS: MLX can't use the GPU); carries the user message.
     selfCheckFailed = Signal(str)
     modelUnloaded = Signal()
@@ -312,6 +357,7 @@ class WorkerClient(QObject):
         self._worker.loadProgress.connect(self.loadProgress, queued)
         self._worker.modelLoaded.connect(self.modelLoaded, queued)
         self._worker.modelLoadFailed.connect(self.modelLoadFailed, queued)
+        self._worker.loadNotice.connect(self.loadNotice, queued)
         self._worker.selfCheckFailed.connect(self.selfCheckFailed, queued)
         self._worker.modelUnloaded.connect(self._note_unloaded, queued)
         self._worker.modelUnloaded.connect(self.modelUnloaded, queued)
@@ -322,6 +368,7 @@ class WorkerClient(QObject):
         self._model_info: object = None
         self._model_name = ""
         self._loading = ""
+        self._speed_up = LoadOptions()
         self._thread.start()
         if self_check is not None:  # first in the queue, before any load or job; not "busy"
             self._queue.put(_QueuedJob(f"check-{next(self._ids)}", "check"))
@@ -335,11 +382,13 @@ class WorkerClient(QObject):
         self._enqueue(_QueuedJob(job_id, "job", run=job, relay=handle.relay, needs_model=needs_model), handle)
         return handle
 
-    def load_model(self, path_or_repo: str) -> str:
-        """Queue loading a model (after the jobs already queued); replaces the current one."""
+    def load_model(self, path_or_repo: str, speed_up: LoadOptions = LoadOptions()) -> str:
+        """Queue loading a model (after the jobs already queued); replaces the current one.
+        ``speed_up``: a draft model or the MTP heads to load with it (``loadNotice`` if not)."""
         job_id = f"load-{next(self._ids)}"
         self._loading = path_or_repo
-        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo), None)
+        self._speed_up = speed_up
+        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo, speed_up=speed_up), None)
         return job_id
 
     def unload_model(self) -> str:
@@ -380,6 +429,11 @@ class WorkerClient(QObject):
     def model_name(self) -> str:
         """What was passed to ``load_model`` for the loaded model."""
         return self._model_name
+
+    @property
+    def speed_up(self) -> LoadOptions:
+        """The speed-up asked for with the last ``load_model`` (``loadNotice`` says if it failed)."""
+        return self._speed_up
 
     @property
     def loading(self) -> str:
