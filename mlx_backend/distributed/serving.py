@@ -31,7 +31,6 @@ from mlx_backend.distributed.watchdog import (
     DEFAULT_START_TIMEOUT_S,
     Watchdog,
     is_lost_peer,
-    other_ranks,
 )
 from mlx_backend.errors import QwenDeskError
 from mlx_backend.events import ChatRequest, Failed, Finished

@@ -118,12 +118,13 @@ class Watchdog:
             self._failed = True
         if first:
             quiet = self.stopping.is_set()
-            self._run_hooks(message)  # an answer cut short gets its error either way
             stream = self._stream or sys.stderr
+            # The line first: whatever happens to this process next, it has said why.
             if quiet:
                 print(f"qwen-desk rank {self.rank}: the group stopped.", file=stream, flush=True)
             else:
                 print(f"qwen-desk rank {self.rank}: {message}", file=stream, flush=True)
+            self._run_hooks(message)  # an answer cut short gets its error either way
             self._exit(0 if quiet else RANK_LOST_EXIT)
         # Another thread is already ending the process: wait for it.
         while True:
