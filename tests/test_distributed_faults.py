@@ -132,7 +132,7 @@ def test_a_host_that_never_answers_ends_the_start_in_bounded_time(tmp_path):
          "--port", "0", "--start-timeout", "3"],
         capture_output=True, text=True, env=environment, timeout=60, cwd=REPO,
     )
-    assert done.returncode == RANK_LOST_EXIT, done.stderr
+    assert done.returncode == -signal.SIGKILL, done.stderr  # ended by its start deadline
     assert time.monotonic() - started < 30
     assert "qwen-desk rank 0: rank 1 of 2 could not be reached" in done.stderr
     assert "(no reply for 3 s)" in done.stderr

@@ -15,6 +15,7 @@ with an error (the job running gets ``Failed``, queued ones a 503) so nobody wai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,10 +54,40 @@ def join_group(
         return RankGroup(None), None
     rank, size = _rank_and_size_from_environment()
     watchdog = Watchdog(rank, size, rank_timeout_s)
-    with watchdog.guard("could not be reached (is its host on, reachable, and running the same command?)", start_timeout_s):
+    message = watchdog.message(
+        "could not be reached (is its host on, reachable, and running the same command?)", start_timeout_s
+    )
+    # MLX 0.32 holds the GIL while init waits for the peers, so no thread of ours can run:
+    # a small process of its own ends this one if the group isn't made in time.
+    with _start_deadline(f"qwen-desk rank {rank}: {message}", start_timeout_s):
         group = RankGroup.from_environment()
     watchdog.rank, watchdog.size = group.rank, group.size
     return group, (watchdog if group.is_distributed else None)
+
+
+@contextlib.contextmanager
+def _start_deadline(message: str, timeout_s: float) -> Iterator[None]:
+    import subprocess
+    import sys
+
+    killer = subprocess.Popen(
+        [sys.executable, "-c", _KILLER, str(os.getpid()), f"{timeout_s:g}", message],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        killer.kill()
+        killer.wait()
+
+
+# Sleeps, then says why and ends the rank (exit status: killed by SIGKILL).
+_KILLER = """
+import os, signal, sys, time
+time.sleep(float(sys.argv[2]))
+print(sys.argv[3], file=sys.stderr, flush=True)
+os.kill(int(sys.argv[1]), signal.SIGKILL)
+"""
 
 
 def _rank_and_size_from_environment() -> tuple[int, int]:

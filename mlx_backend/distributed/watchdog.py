@@ -10,7 +10,8 @@ itself depends on how a peer fails (measured on MLX 0.32, tests/test_distributed
 
 So every wait on the other ranks runs inside ``Watchdog.guard``: a thread of its own (MLX
 releases the GIL while it waits) ends the process when the guard outlives its timeout, and a
-lost connection ends it the same way (``lost``). Either prints one clear line and exits with
+lost connection ends it the same way (``lost``). Only ``mx.distributed.init`` holds the GIL while
+it waits (MLX 0.32), so the start is bounded by a small process instead (serving.join_group). Either prints one clear line and exits with
 ``RANK_LOST_EXIT``, after the hooks (the server answering its clients) had a moment to run.
 """
 
@@ -160,6 +161,9 @@ class Watchdog:
                     continue
                 break
         self.fail(self._expired_message(what, timeout))
+
+    def message(self, what: str, timeout: float) -> str:
+        return self._expired_message(what, timeout)
 
     def _expired_message(self, what: str, timeout: float) -> str:
         seconds = f"{timeout:g} s"
