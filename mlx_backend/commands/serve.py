@@ -15,6 +15,8 @@ import socket
 import sys
 from pathlib import Path
 
+from mlx_backend.distributed.launcher import launched_in_group
+from mlx_backend.distributed.watchdog import DEFAULT_RANK_TIMEOUT_S, DEFAULT_START_TIMEOUT_S
 from mlx_backend.errors import QwenDeskError
 from mlx_backend.server.settings import DEFAULT_HOST, DEFAULT_PORT, ServerSettings
 
@@ -50,6 +52,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--model-id", help="the id clients pass as 'model' (default: the folder or repo name)")
     parser.add_argument("--max-queued", type=int, default=ServerSettings.max_queued, help="requests that may wait behind the running one (default %(default)s)")
+    group = parser.add_argument_group("several Macs (one model across an mlx.launch group)")
+    group.add_argument(
+        "--hosts", metavar="HOSTS.JSON",
+        help="start the group on the Macs of this mlx.launch host file and serve from its first host",
+    )
+    group.add_argument(
+        "--rank-timeout", type=float, default=DEFAULT_RANK_TIMEOUT_S, metavar="SECONDS",
+        help="stop the group when a rank gives no answer for this long (default %(default)g)",
+    )
+    group.add_argument(
+        "--start-timeout", type=float, default=DEFAULT_START_TIMEOUT_S, metavar="SECONDS",
+        help="how long starting the group may wait for every host to connect (default %(default)g)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -64,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
         max_queued=args.max_queued,
         model_aliases=tuple(args.alias),
     ).check()
+    if args.hosts:  # start the group on the host file's Macs; it runs this command on each
+        from mlx_backend.distributed.launcher import serve_group
+
+        return serve_group(args.hosts, group_arguments(args), api_key=settings.api_key)
+    if launched_in_group():  # one rank of an mlx.launch group: rank 0 serves, the rest follow
+        from mlx_backend.distributed.serving import serve_rank
+
+        return serve_rank(args, settings, listen=listen, model_id=model_id(args), run_server=run_server)
     sock = listen(settings.host, settings.port)
     try:
         return _serve(args, settings, sock)
@@ -99,18 +122,49 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def _serve(args: argparse.Namespace, settings: ServerSettings, sock: socket.socket) -> int:
-    import uvicorn
-
     from mlx_backend import Engine  # MLX is imported only once the settings and port are fine
     from mlx_backend.commands.summarize import _download_progress
-    from mlx_backend.server.app import create_app
     from mlx_backend.server.backend import EngineBackend
 
-    model_id = args.model_id or (Path(args.model).name if Path(args.model).exists() else args.model)
+    name = model_id(args)
     print(f"Loading {args.model}...", file=sys.stderr, flush=True)
     engine = Engine.load(args.model, progress=_download_progress(sys.stderr))
-    backend = EngineBackend(engine, model_id)
-    server = uvicorn.Server(
+    return run_server(EngineBackend(engine, name), name, settings, sock)
+
+
+def model_id(args: argparse.Namespace) -> str:
+    return args.model_id or (Path(args.model).name if Path(args.model).exists() else args.model)
+
+
+def group_arguments(args: argparse.Namespace) -> list[str]:
+    """This command's options again, for every rank of a group (``--hosts`` left out)."""
+    argv = ["--model", args.model, "--host", args.host, "--port", str(args.port),
+            "--max-queued", str(args.max_queued), "--rank-timeout", f"{args.rank_timeout:g}",
+            "--start-timeout", f"{args.start_timeout:g}"]
+    for flag, values in (("--allow-host", args.allow_host), ("--cors-origin", args.cors_origin), ("--alias", args.alias)):
+        for value in values:
+            argv += [flag, value]
+    if args.model_id:
+        argv += ["--model-id", args.model_id]
+    # The key goes by the environment, not the command line other users' ps would show.
+    return argv
+
+
+def run_server(backend, model_id: str, settings: ServerSettings, sock: socket.socket, on_signal=None) -> int:
+    """Serve ``backend`` on ``sock`` until Ctrl-C or SIGTERM (``on_signal`` is told of a Ctrl-C)."""
+    import uvicorn
+
+    from mlx_backend.server.app import create_app
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # Ctrl-C (or serve --hosts stopping the group) is a deliberate stop; a SIGTERM may be
+            # mlx.launch ending the group after a rank failed, which is still reported as such.
+            if on_signal is not None and sig == signal.SIGINT:
+                on_signal()
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             create_app(backend, settings),
             log_level="warning",
