@@ -60,6 +60,7 @@ class _QueuedJob:
     model: str = ""
     needs_model: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
+    loader: Optional[EngineLoader] = None  # a load with a loader of its own (a remote engine)
 
 
 class _JobQueue:
@@ -257,7 +258,7 @@ class Worker(QObject):
                 self.loadProgress.emit(update)
 
         try:
-            engine = self._load_engine(item.model, progress)
+            engine = (item.loader or self._load_engine)(item.model, progress)
         except Exception as error:  # noqa: BLE001
             self.modelLoadFailed.emit(_user_message(error))
             return
@@ -335,11 +336,14 @@ class WorkerClient(QObject):
         self._enqueue(_QueuedJob(job_id, "job", run=job, relay=handle.relay, needs_model=needs_model), handle)
         return handle
 
-    def load_model(self, path_or_repo: str) -> str:
-        """Queue loading a model (after the jobs already queued); replaces the current one."""
+    def load_model(self, path_or_repo: str, loader: Optional[EngineLoader] = None) -> str:
+        """Queue loading a model (after the jobs already queued); replaces the current one.
+
+        ``loader`` replaces the worker's own for this load, e.g. one that returns a
+        ``RemoteEngine`` already connected to a group of Macs (``path_or_repo`` then names it)."""
         job_id = f"load-{next(self._ids)}"
         self._loading = path_or_repo
-        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo), None)
+        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo, loader=loader), None)
         return job_id
 
     def unload_model(self) -> str:
