@@ -64,6 +64,7 @@ class _QueuedJob:
     speed_up: LoadOptions = field(default_factory=LoadOptions)
     needs_model: bool = True
     cancel: threading.Event = field(default_factory=threading.Event)
+    loader: Optional[EngineLoader] = None  # a load with a loader of its own (a remote engine)
 
 
 class _JobQueue:
@@ -299,7 +300,10 @@ class Worker(QObject):
                 self.loadProgress.emit(update)
 
         try:
-            engine, notice = load_with_speed_up(self._load_engine, item.model, progress, item.speed_up)
+            if item.loader is not None:  # a load that brings its own engine (a remote group)
+                engine, notice = item.loader(item.model, progress), None
+            else:
+                engine, notice = load_with_speed_up(self._load_engine, item.model, progress, item.speed_up)
         except Exception as error:  # noqa: BLE001
             self.modelLoadFailed.emit(_user_message(error))
             return
@@ -382,13 +386,23 @@ class WorkerClient(QObject):
         self._enqueue(_QueuedJob(job_id, "job", run=job, relay=handle.relay, needs_model=needs_model), handle)
         return handle
 
-    def load_model(self, path_or_repo: str, speed_up: LoadOptions = LoadOptions()) -> str:
+    def load_model(
+        self,
+        path_or_repo: str,
+        speed_up: LoadOptions = LoadOptions(),
+        loader: Optional[EngineLoader] = None,
+    ) -> str:
         """Queue loading a model (after the jobs already queued); replaces the current one.
-        ``speed_up``: a draft model or the MTP heads to load with it (``loadNotice`` if not)."""
+
+        ``speed_up``: a draft model or the MTP heads to load with it (``loadNotice`` if not).
+        ``loader`` replaces the worker's own for this load, e.g. one that returns a
+        ``RemoteEngine`` already connected to a group of Macs (``path_or_repo`` then names it)."""
         job_id = f"load-{next(self._ids)}"
         self._loading = path_or_repo
         self._speed_up = speed_up
-        self._enqueue(_QueuedJob(job_id, "load", model=path_or_repo, speed_up=speed_up), None)
+        self._enqueue(
+            _QueuedJob(job_id, "load", model=path_or_repo, speed_up=speed_up, loader=loader), None
+        )
         return job_id
 
     def unload_model(self) -> str:

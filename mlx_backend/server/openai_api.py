@@ -27,6 +27,7 @@ from mlx_backend.events import (
     Failed,
     Finished,
     MalformedToolCall,
+    PrefillProgress,
     ThinkingDelta,
     ToolCall,
     ToolCallEvent,
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 CREATED = int(time.time())
 # How often a non-streaming request checks that its client is still there.
 DISCONNECT_POLL_S = 0.1
+# The SSE comment that carries prefill progress in a stream: ": prefill {json}".
+PREFILL_COMMENT = "prefill"
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None) -> JSONResponse:
@@ -136,6 +139,14 @@ class Reply:
             "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
         }
 
+    def timings(self) -> Optional[dict[str, Any]]:
+        """The engine's own figures (an extra field, as llama.cpp sends ``timings``): a client
+        such as the app's remote engine shows them rather than its own network-skewed guess."""
+        if self.finished is None:
+            return None
+        stats = self.finished.stats
+        return {name: getattr(stats, name) for name in ("ttft_s", "prompt_tps", "generation_tps", "peak_memory_gb")}
+
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.text or (None if self.calls else "")}
         if self.reasoning:
@@ -171,8 +182,11 @@ class _Format:
             body["warnings"] = list(warnings)
         return body
 
-    def usage_chunk(self, usage: Optional[dict[str, Any]]) -> dict[str, Any]:
-        return {**self._head(".chunk" if self.chat else ""), "choices": [], "usage": usage}
+    def usage_chunk(self, usage: Optional[dict[str, Any]], timings: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        body = {**self._head(".chunk" if self.chat else ""), "choices": [], "usage": usage}
+        if timings:
+            body["timings"] = timings
+        return body
 
     def whole(self, reply: Reply) -> dict[str, Any]:
         if self.chat:
@@ -266,6 +280,10 @@ async def _stream(
             yield sse.sse_event(shape.chunk({"role": "assistant", "content": ""}))
         event: Optional[object] = first
         while event is not None and not isinstance(event, Finished):
+            if isinstance(event, PrefillProgress):
+                # A comment line, which every SSE client skips: progress for clients that read
+                # it, and bytes on the wire during a long prefill (no idle-read timeout).
+                yield sse.sse_comment(PREFILL_COMMENT, {"done": event.done, "total": event.total, "eta_s": event.eta_s})
             warned = len(reply.warnings)
             delta = reply.delta(event)
             if delta:
@@ -280,13 +298,30 @@ async def _stream(
             return
         yield sse.sse_event(shape.chunk({}, reply.finish_reason()))
         if include_usage:
-            yield sse.sse_event(shape.usage_chunk(reply.usage()))
+            yield sse.sse_event(shape.usage_chunk(reply.usage(), reply.timings()))
         yield sse.sse_event("[DONE]")
         if reply.complete:
             on_complete(reply)
     finally:
         if reply.finished is None:
             await events.aclose()  # the client left (or we failed): cancel the generation
+
+
+# EngineInfo fields listed in /v1/models under "qwen_desk" (all plain values).
+MODEL_FACTS = (
+    "model_type", "context_length", "yarn_context_length", "thinking_mode", "thinks_by_default",
+    "reasoning_efforts", "can_preserve_thinking", "preserves_thinking_by_default", "weights_bytes",
+    "num_layers", "quantization_bits",
+)
+
+
+def _model_facts(info: Any) -> dict[str, Any]:
+    facts = {name: getattr(info, name) for name in MODEL_FACTS if hasattr(info, name)}
+    if isinstance(facts.get("reasoning_efforts"), tuple):
+        facts["reasoning_efforts"] = list(facts["reasoning_efforts"])
+    # vLLM's name for the context window, which some clients already read.
+    extra = {"max_model_len": facts["context_length"]} if "context_length" in facts else {}
+    return {**extra, "qwen_desk": facts}
 
 
 def _thinks_by_default(served: ServedModel) -> bool:
@@ -310,6 +345,9 @@ def routes(context: "ServerContext") -> list[Route]:
         served = context.backend.served_model()
         ids = [served.id, *context.settings.model_aliases] if served else []
         data = [{"id": model_id, "object": "model", "created": CREATED, "owned_by": "qwen-desk"} for model_id in ids]
+        if served is not None:
+            for entry in data:  # extra fields (OpenAI's clients keep them): what a chat UI shows
+                entry.update(_model_facts(served.info))
         return JSONResponse({"object": "list", "data": data})
 
     async def chat_completions(http: Request) -> Response:

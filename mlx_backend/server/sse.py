@@ -16,3 +16,8 @@ def sse_event(data: Any, event: Optional[str] = None) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {payload}\n\n".encode()
+
+
+def sse_comment(name: str, data: Any) -> bytes:
+    """A comment line (``: name {json}``): SSE clients skip it; ours reads it."""
+    return f": {name} {json.dumps(data, separators=(',', ':'))}\n\n".encode()
