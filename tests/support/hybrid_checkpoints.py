@@ -139,3 +139,132 @@ def _build(kind: HybridKind, text: dict[str, Any], tie: bool):
         return T.Qwen3_5MoeForConditionalGeneration(config).to(torch.float32)
     config = T.Qwen3_5Config(text_config=text, vision_config=TINY_VISION, tie_word_embeddings=tie)
     return T.Qwen3_5ForConditionalGeneration(config).to(torch.float32)
+
+
+def text_parts(model):
+    """(the decoder body: embed_tokens, layers, norm; the head) of a loaded hybrid model."""
+    text = getattr(model, "language_model", model)  # Qwen3.5: Model.language_model; Qwen3-Next: Model
+    return text.model, text
+
+
+def silence_layer(layer) -> None:
+    """Zero a decoder layer's output projections: it computes, but adds nothing to the residual."""
+    import mlx.core as mx
+
+    mixer = layer.linear_attn.out_proj if layer.is_linear else layer.self_attn.o_proj
+    mixer.weight = mx.zeros_like(mixer.weight)
+    mlp = layer.mlp
+    downs = [mlp.down_proj] if hasattr(mlp, "down_proj") else [mlp.switch_mlp.down_proj, mlp.shared_expert.down_proj]
+    for down in downs:
+        down.weight = mx.zeros_like(down.weight)
+
+
+def agree_with_hybrid(target, draft, *, mix: float = 0.0) -> None:
+    """Make a hybrid ``target`` its ``draft`` plus silent layers (draft_pairs.agree_with for
+    Qwen3.5 / Qwen3-Next): the same predictions, or ``mix`` of its own head blended in."""
+    import mlx.core as mx
+
+    body, head = text_parts(target)
+    draft_body, draft_head = text_parts(draft)
+    own_head = head.lm_head.weight
+    body.embed_tokens.update(draft_body.embed_tokens.parameters())
+    body.norm.update(draft_body.norm.parameters())
+    head.lm_head.update(draft_head.lm_head.parameters())
+    for i, layer in enumerate(body.layers):
+        if i < len(draft_body.layers):
+            layer.update(draft_body.layers[i].parameters())
+        else:
+            silence_layer(layer)
+    if mix:
+        head.lm_head.weight = (1 - mix) * draft_head.lm_head.weight + mix * own_head
+    mx.eval(target.parameters())
+
+
+# ------------------------------------------------------------------ the MTP layer
+
+
+def add_mtp_tensors(folder: str | Path, kind: HybridKind = "dense", *, seed: int = 0) -> list[str]:
+    """Add random ``mtp.*`` tensors, named as the published checkpoints name them, to a
+    checkpoint written by ``write_hybrid_checkpoint`` (transformers drops them on save).
+
+    Top-level ``mtp.`` names for every kind (Qwen3.5's multimodal checkpoints too): ``fc``
+    (H x 2H), ``pre_fc_norm_embedding``, ``pre_fc_norm_hidden``, ``norm`` and ``layers.0.*``,
+    one full-attention decoder layer shaped like the model's own (copied shapes of its first
+    full-attention layer); MoE experts fused (``experts.gate_up_proj``) for Qwen3.5 MoE, one
+    tensor per expert for Qwen3-Next, as Qwen publishes them. Returns the names added.
+    """
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    folder = Path(folder)
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    config = json.loads((folder / "config.json").read_text())
+    text = config.get("text_config", config)
+    hidden = int(text["hidden_size"])
+    interval = int(text.get("full_attention_interval") or 4)
+    prefix = "model.layers." if kind == "next" else "model.language_model.layers."
+    source = f"{prefix}{interval - 1}."
+    rng = np.random.default_rng(seed)
+
+    def rand(shape, scale):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    mtp: dict[str, Any] = {
+        "mtp.fc.weight": rand((hidden, 2 * hidden), 0.08),
+        "mtp.pre_fc_norm_embedding.weight": rand((hidden,), 0.2),
+        "mtp.pre_fc_norm_hidden.weight": rand((hidden,), 0.2),
+        "mtp.norm.weight": rand((hidden,), 0.2),
+    }
+    experts: dict[str, dict[int, Any]] = {}
+    for name, value in tensors.items():
+        if not name.startswith(source):
+            continue
+        rest = name[len(source):]
+        parts = rest.split(".")
+        if kind == "moe" and len(parts) >= 4 and parts[1] == "experts" and parts[2].isdigit():
+            experts.setdefault(parts[3], {})[int(parts[2])] = value.shape
+            continue
+        mtp[f"mtp.layers.0.{rest}"] = rand(value.shape, 0.2 if value.ndim == 1 else 0.08)
+    if experts:  # fused, as the published Qwen3.5 MoE checkpoints hold them
+        count = len(experts["gate_proj"])
+        gate, down = experts["gate_proj"][0], experts["down_proj"][0]
+        mtp["mtp.layers.0.mlp.experts.gate_up_proj"] = rand((count, 2 * gate[0], gate[1]), 0.08)
+        mtp["mtp.layers.0.mlp.experts.down_proj"] = rand((count, down[0], down[1]), 0.08)
+    tensors.update(mtp)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return sorted(mtp)
+
+
+def write_mtp_checkpoint(dst: str | Path, kind: HybridKind = "dense", *, mtp_seed: int = 7, **options: Any) -> Path:
+    """``write_hybrid_checkpoint`` plus random MTP tensors."""
+    path = write_hybrid_checkpoint(dst, kind, **options)
+    add_mtp_tensors(path, kind, seed=mtp_seed)
+    return path
+
+
+def make_mtp_agree(model, mtp, *, mix: float = 0.0, seed: int = 0) -> None:
+    """Known agreement between a loaded model and its MTP layer, for tests and the benchmark.
+
+    Every decoder layer of the target is silenced (its output projections zero, it still
+    computes): its hidden state is norm(embed(t)), so its next token is a fixed function
+    f(t) of the current one. The MTP's fc passes the embedding half through, its layer is
+    silenced, its embedding norm is the identity scale and its final norm the target's: it
+    predicts f(t[p+1]) = t[p+2], the target's next-next token, at every depth (acceptance
+    100%). ``mix`` in (0, 1] blends a random matrix into fc (partial agreement).
+    """
+    import mlx.core as mx
+
+    body, _ = text_parts(model)
+    for layer in body.layers:
+        silence_layer(layer)
+    silence_layer(mtp.layers[0])
+    hidden = body.norm.weight.shape[0]
+    passthrough = mx.concatenate([mx.eye(hidden), mx.zeros((hidden, hidden))], axis=1)
+    if mix:
+        noise = mx.random.normal(passthrough.shape, key=mx.random.key(seed)) * hidden**-0.5
+        passthrough = (1 - mix) * passthrough + mix * noise
+    mtp.fc.weight = passthrough.astype(body.norm.weight.dtype)
+    mtp.pre_fc_norm_embedding.weight = mx.ones_like(mtp.pre_fc_norm_embedding.weight)
+    mtp.norm.weight = body.norm.weight
+    mx.eval(model.parameters(), mtp.parameters())
