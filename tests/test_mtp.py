@@ -315,3 +315,27 @@ def test_mtp_sampled_tokens_follow_the_target_distribution(qwen35):
     tv = lambda a, b: 0.5 * sum(abs(a[k] / 300 - b[k] / 300) for k in set(a) | set(b))  # noqa: E731
     assert tv(reference, control) > 0.3
     assert tv(reference, got) < 0.15
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_cli_generate_drafts_with_the_mtp_unless_no_mtp(tmp_path, capsys):
+    import json
+    import math
+
+    from mlx_backend.commands import cli
+    from tests.support.tokenizers import write_tiny_tokenizer
+
+    path = tmp_path / "tiny-mtp"
+    count = write_tiny_tokenizer(path)
+    write_mtp_checkpoint(path, "dense", tokenizer=False, seed=2, vocab_size=64 * math.ceil(count / 64))
+    common = ["generate", "--model", str(path), "--prompt", PROMPTS[1], "--max-tokens", "16",
+              "--temp", "0", "--top-p", "1", "--top-k", "0", "--no-think", "--json"]
+    assert cli.main(common) == 0
+    with_mtp = json.loads(capsys.readouterr().out)
+    assert cli.main(common + ["--no-mtp"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert with_mtp["text"] == plain["text"]
+    assert with_mtp["speculative"] == "mtp" and with_mtp["drafted_tokens"] > 0
+    assert plain["speculative"] is None
