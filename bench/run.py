@@ -397,7 +397,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
     for section in sections:
         figures.update(section.figures)
         notes.update(section.notes)
-    notes.setdefault("mtp_speedup", "MTP decoding is not built yet (issue: speculative and MTP decoding)")
     for key in JSON_KEYS:
         if figures[key] is None and key not in notes:
             notes[key] = f"not measured with --only {args.only}"

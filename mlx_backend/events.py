@@ -64,6 +64,10 @@ class ChatRequest:
     raw_prompt: Optional[str] = None
     # Speculative decoding with the engine's draft model, when it was loaded with one.
     use_draft_model: bool = True
+    # Drafting with the model's own multi-token-prediction layer (Qwen3.5 family, Qwen3-Next),
+    # when the engine loaded one and no draft model is used: output is unchanged (greedy:
+    # token-identical), only faster where the guesses are accepted.
+    use_mtp: bool = True
     # Prompt-lookup drafting (guesses copied from the prompt, no draft model): "auto" tries it
     # for long prompts (documents, pastes) and keeps it only while it pays; "on" or "off".
     prompt_lookup: str = "auto"

@@ -36,7 +36,7 @@ def test_json_has_every_key_with_nulls_explained(monkeypatch, capsys) -> None:
     assert missing == {"turn5_ttft_speedup", "peak_memory_ratio", "speculative_speedup",
                        "speculative_vs_mlx_lm", "mtp_speedup", "app_path_ratio"}
     assert set(figures["notes"]) == missing and all(figures["notes"].values())
-    assert "not built" in figures["notes"]["mtp_speedup"]
+    assert "--only qwen3" in figures["notes"]["mtp_speedup"]
     assert "--only qwen3" in figures["notes"]["speculative_speedup"]
     assert "| qwen3 table |" in err and "| restart |" in err  # the table still shows, on stderr
 
@@ -50,13 +50,14 @@ def test_without_json_the_table_is_printed(monkeypatch, capsys) -> None:
     assert capsys.readouterr().out.strip() == "| qwen3 table |"
 
 
-def test_the_speculative_rows_fill_their_two_keys(monkeypatch, capsys) -> None:
+def test_the_speculative_rows_fill_their_three_keys(monkeypatch, capsys) -> None:
     monkeypatch.setattr(run.speculative, "run", lambda args, command, log: (
-        "| speculative |", {"speculative_speedup": 1.7, "speculative_vs_mlx_lm": 1.1}))
+        "| speculative |", {"speculative_speedup": 1.7, "speculative_vs_mlx_lm": 1.1, "mtp_speedup": 1.3}))
     parser = run.argparse.ArgumentParser()
     run.add_arguments(parser)
     assert run.run_benchmark(parser.parse_args(["--json", "--only", "speculative"])) == 0
     out, err = capsys.readouterr()
     figures = json.loads(out)
     assert figures["speculative_speedup"] == 1.7 and figures["speculative_vs_mlx_lm"] == 1.1
+    assert figures["mtp_speedup"] == 1.3 and "mtp_speedup" not in figures["notes"]
     assert "| speculative |" in err and figures["decode_ratio"] is None

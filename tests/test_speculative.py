@@ -339,7 +339,7 @@ def test_cli_num_draft_without_a_draft_model_is_one_clear_line(paths, capsys):
 
 
 class LinearStateModel:
-    """A model whose cache can't be trimmed, like a hybrid Qwen3.5's linear-attention state."""
+    """A model whose cache can neither be trimmed nor snapshotted (a bare ArraysCache)."""
 
     def __init__(self, model):
         self._model = model
@@ -356,10 +356,10 @@ class LinearStateModel:
         return [ArraysCache(2) for _ in self._model.layers]
 
 
-def test_hybrid_models_refuse_speculation_with_the_reason(models):
+def test_a_cache_that_cannot_be_taken_back_refuses_speculation_with_the_reason(models):
     hybrid = LinearStateModel(models["same"])
-    with pytest.raises(RequestError, match="hybrid models .* can't be taken back"):
+    with pytest.raises(RequestError, match="keeps a state that can't be taken back"):
         Engine(hybrid, models["tokenizer"], draft_model=models["draft"])
     engine = Engine(hybrid, models["tokenizer"])
-    with pytest.raises(RequestError, match="Prompt lookup needs a KV cache that can be trimmed"):
+    with pytest.raises(RequestError, match="Prompt lookup needs a cache whose drafted tokens can be taken back"):
         engine.prepare(request("x", prompt_lookup="on"))

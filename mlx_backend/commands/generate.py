@@ -77,6 +77,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="auto",
         help="draft from n-grams of the prompt (default auto: long prompts, while it pays)",
     )
+    parser.add_argument(
+        "--no-mtp",
+        action="store_true",
+        help="don't draft with the model's multi-token-prediction layer (Qwen3.5 family, Qwen3-Next)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line with text and stats")
     tools = parser.add_argument_group("tools (MCP)")
     tools.add_argument("--mcp-config", metavar="FILE", help="offer the tools of the MCP servers in this mcpServers JSON file")
@@ -140,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise RequestError("--num-draft needs --draft-model.")
     if args.allow_tools and not args.mcp_config:
         raise RequestError("--allow-tools needs --mcp-config FILE: the servers the tools come from.")
-    engine = Engine.load(args.model, draft=draft, num_draft_tokens=num_draft)
+    # --no-mtp: the MTP layer is not even loaded.
+    engine = Engine.load(args.model, draft=draft, num_draft_tokens=num_draft, mtp=not getattr(args, "no_mtp", False))
     tokenizer = engine.tokenizer
     request = build_request(
         args,

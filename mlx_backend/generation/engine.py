@@ -16,10 +16,13 @@ prompt, and an edited or regenerated turn only what follows the last boundary be
 
 Speculative decoding (``speculative.py``): with ``draft_model=`` (a small model of the same
 tokenizer, ``Engine.load(..., draft=path)``) the draft guesses and this model verifies several
-tokens per pass; without one, long prompts (``ChatRequest.prompt_lookup``, "auto") draft by
+tokens per pass; without one, the checkpoint's own multi-token-prediction layer drafts where it
+has one (``Engine.load(..., mtp=True)``, ``ChatRequest.use_mtp``; Qwen3.5 family, Qwen3-Next:
+``models/mtp.py``, its cache filled over the prompt during prefill); otherwise long prompts (``ChatRequest.prompt_lookup``, "auto") draft by
 n-gram lookup in the prompt. Output is the target's own (greedy: token-identical), the draft's
 cache is kept per conversation beside the target's, and drafting that doesn't pay falls back to
-plain decoding during the answer. Hybrid models decode plainly (their state can't be trimmed).
+plain decoding during the answer. Hybrid models (Qwen3.5, Qwen3-Next) speculate too: their
+linear layers are snapshotted before each verify pass and restored when drafts are rejected.
 
 Contract with the caller (the GUI worker, the CLI):
 
@@ -80,6 +83,8 @@ from mlx_backend.generation.sampling import (
 from mlx_backend.generation.speculative import (
     DraftModelDrafter,
     Drafter,
+    MtpDrafter,
+    MtpPrefill,
     PromptLookupDrafter,
     SpeculationStats,
     can_speculate,
@@ -89,6 +94,7 @@ from mlx_backend.generation.stats import RequestRun
 from mlx_backend.memory.device import memory_budget, reset_peak_memory, wired_limit
 from mlx_backend.memory.sizes import GB, model_nbytes
 from mlx_backend.models import current_rope_scaling, set_rope_scaling
+from mlx_backend.models.mtp import body_of, forward_with_hidden
 from mlx_backend.models.shape import ModelShape, shape_of
 from mlx_backend.models.limits import (
     KV_GROUP_SIZE,
@@ -132,6 +138,8 @@ class EngineInfo:
     preserves_thinking_by_default: bool = False
     # A hybrid model's default when the request leaves thinking unset (Qwen3.5-0.8B: off).
     thinks_by_default: bool = True
+    # Is the checkpoint's multi-token-prediction layer loaded (drafts when no draft model is)?
+    has_mtp: bool = False
 
     @property
     def weights_gb(self) -> float:
@@ -159,6 +167,7 @@ class Engine:
         num_draft_tokens: Optional[int] = None,
         prompt_lookup_min_tokens: int = PROMPT_LOOKUP_MIN_TOKENS,
         group: Optional[RankGroup] = None,
+        mtp: Optional[nn.Module] = None,
     ):
         self.model = model
         # Several processes running this model together (mlx.launch): rank 0 samples and
@@ -195,6 +204,9 @@ class Engine:
         self._speculates = can_speculate(make_prompt_cache(model)) and not self.group.is_distributed
         self.draft_model = draft_model
         self._draft_caches: Optional[PromptCacheStore] = None
+        # The checkpoint's multi-token-prediction layer (models/mtp.py), a drafter without a
+        # draft model; used when no draft model is chosen and the request wants it.
+        self.mtp = mtp if self._speculates else None
         if draft_model is not None:
             self._check_draft(draft_model, draft_tokenizer)
             self._draft_caches = PromptCacheStore(
@@ -210,9 +222,9 @@ class Engine:
                 raise RequestError(f"The number of drafted tokens must be 1 to 32, not {num!r}.")
         if not self._speculates or not can_speculate(make_prompt_cache(draft_model)):
             raise RequestError(
-                "Speculative decoding needs both models' caches to be trimmable, and hybrid "
-                "models (Qwen3.5, Qwen3-Next) keep a linear-attention state that can't be taken "
-                "back: load this model without a draft model."
+                "Speculative decoding needs both models' caches to be trimmable or snapshotted "
+                "(KV caches, or the linear-attention state of Qwen3.5 / Qwen3-Next); one of these "
+                "models keeps a state that can't be taken back: load it without a draft model."
             )
         if draft_tokenizer is not None and not _same_tokenizer(self.tokenizer, draft_tokenizer):
             raise RequestError(
@@ -243,13 +255,18 @@ class Engine:
         progress: Optional[Callable[[int, int], None]] = None,
         cancel: Optional[threading.Event] = None,
         draft: Optional[str | Path] = None,
+        mtp: bool = True,
         **options: Any,
     ) -> "Engine":
         """Resolve (downloading if needed) and load a model folder or Hugging Face repo, and
-        ``draft``, a small model of the same tokenizer for speculative decoding, if given."""
+        ``draft``, a small model of the same tokenizer for speculative decoding, if given.
+        ``mtp``: also load the checkpoint's multi-token-prediction layer where it has one."""
         from mlx_backend.loading.loader import load
+        from mlx_backend.models.mtp import load_mtp
 
         model, tokenizer = load(path_or_repo, progress=progress, cancel=cancel)
+        if mtp:
+            options["mtp"] = load_mtp(model)
         if draft is not None:
             options["draft_model"], options["draft_tokenizer"] = load(draft, cancel=cancel)
         return cls(model, tokenizer, **options)
@@ -278,6 +295,7 @@ class Engine:
             can_preserve_thinking=self.tokenizer.can_preserve_thinking,
             preserves_thinking_by_default=self.tokenizer.preserves_thinking_by_default,
             thinks_by_default=self.tokenizer.thinks_by_default,
+            has_mtp=self.mtp is not None,
         )
 
     def context_length(self, yarn_factor: Optional[float] = None) -> int:
@@ -348,8 +366,9 @@ class Engine:
             )
         if request.prompt_lookup == "on" and not self._speculates:
             raise RequestError(
-                "Prompt lookup needs a KV cache that can be trimmed; this hybrid model's "
-                "linear-attention state can't be, so it decodes plainly: set prompt lookup to auto or off."
+                "Prompt lookup needs a cache whose drafted tokens can be taken back; this model's "
+                "can't be (or it runs on several machines), so it decodes plainly: set prompt "
+                "lookup to auto or off."
             )
         return PreparedRequest(
             request=request,
@@ -398,6 +417,8 @@ class Engine:
         if rope_scaling == self._active_rope:
             return
         set_rope_scaling(self.model, rope_scaling)
+        if self.mtp is not None:
+            set_rope_scaling(self.mtp, rope_scaling)
         self._active_rope = rope_scaling
         # Cached keys were rotated with the old positions' angles: none of them is valid now.
         self.prompt_caches.clear()
@@ -493,10 +514,12 @@ class Engine:
         drafter = run.drafter
         if self._draft_caches is None or not isinstance(drafter, DraftModelDrafter):
             return
+        drafter.settle()  # a hybrid draft's unchecked guesses can't be trimmed later
         if drafter.held and all(layer.offset == len(drafter.held) for layer in drafter.layers):
             signature = self._signature(prepared.request)
+            marks = {p: s for p, s in drafter.marks.items() if p <= len(drafter.held)}
             self._draft_caches.put(
-                prepared.request.conversation_id, drafter.layers, drafter.held, signature
+                prepared.request.conversation_id, drafter.layers, drafter.held, signature, marks
             )
 
     def _events(self, prepared: PreparedRequest, run: RequestRun, cancel: threading.Event) -> Iterator[Event]:
@@ -505,6 +528,8 @@ class Engine:
         yield PrefillProgress(0, total, None)
         tokens: Optional[Iterator[TokenStep]] = None
         try:
+            if self._wants_mtp(prepared, run):
+                run.drafter = MtpDrafter(self.mtp)  # before prefill: it fills the MTP's cache
             # Everything but the last prompt token: generate_step runs that one, for the first logits.
             for chunk in self._prefill(prepared, run, prompt[len(run.held) : -1], cancel):
                 yield PrefillProgress(run.prefilled, total, chunk.eta_s)
@@ -539,8 +564,11 @@ class Engine:
         Chunks end at the run's snapshot boundaries, where the linear layers' state is kept.
         """
         start = len(run.held)
+        model = self.model
+        if isinstance(run.drafter, MtpDrafter) and run.generated == 0 and run.speculation is None:
+            model = MtpPrefill(body_of(self.model), run.drafter)  # the MTP's cache follows
         for chunk in prefill(
-            self.model, run.layers, tokens, self.prefill_policy, cancel,
+            model, run.layers, tokens, self.prefill_policy, cancel,
             kv_bits=prepared.request.kv_bits, stops=[b - start for b in run.boundaries],
         ):
             run.held.extend(chunk.tokens)
@@ -566,6 +594,7 @@ class Engine:
                 sampler=self._sampler(sampling),
                 logits_processors=make_request_logits_processors(sampling),
                 processors_for=lambda prefilled: make_request_logits_processors(sampling, prefilled),
+                forward=forward_with_hidden(self.model) if drafter.kind == "mtp" else None,
                 max_tokens=prepared.max_tokens,
                 stats=run.speculation,
                 num_draft=self.num_draft_tokens,
@@ -595,6 +624,8 @@ class Engine:
         prompt = prepared.prompt
         if not self._speculates or len(run.held) != len(prompt) - 1:
             return None
+        if isinstance(run.drafter, MtpDrafter):
+            return run.drafter  # made before the prefill (_wants_mtp)
         if self.draft_model is not None and request.use_draft_model:
             checkout = self._draft_caches.checkout(
                 request.conversation_id,
@@ -608,6 +639,7 @@ class Engine:
                 prompt[: checkout.reused],
                 kv_bits=request.kv_bits,
                 kv_group_size=KV_GROUP_SIZE,
+                marks=checkout.snapshots,
             )
             drafter.catch_up(prompt)  # the draft's prefill, part of the time to first token
             return drafter
@@ -615,6 +647,15 @@ class Engine:
         if lookup == "on" or (lookup == "auto" and len(prompt) >= self.prompt_lookup_min_tokens):
             return PromptLookupDrafter()
         return None
+
+    def _wants_mtp(self, prepared: PreparedRequest, run: RequestRun) -> bool:
+        """The MTP layer drafts when loaded, wanted, and no draft model is chosen."""
+        request = prepared.request
+        return (
+            self.mtp is not None
+            and request.use_mtp
+            and not (self.draft_model is not None and request.use_draft_model)
+        )
 
     def _reencode_reply(
         self, prepared: PreparedRequest, run: RequestRun, answer: str, cancel: threading.Event

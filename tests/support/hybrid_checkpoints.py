@@ -141,6 +141,45 @@ def _build(kind: HybridKind, text: dict[str, Any], tie: bool):
     return T.Qwen3_5ForConditionalGeneration(config).to(torch.float32)
 
 
+def text_parts(model):
+    """(the decoder body: embed_tokens, layers, norm; the head) of a loaded hybrid model."""
+    text = getattr(model, "language_model", model)  # Qwen3.5: Model.language_model; Qwen3-Next: Model
+    return text.model, text
+
+
+def silence_layer(layer) -> None:
+    """Zero a decoder layer's output projections: it computes, but adds nothing to the residual."""
+    import mlx.core as mx
+
+    mixer = layer.linear_attn.out_proj if layer.is_linear else layer.self_attn.o_proj
+    mixer.weight = mx.zeros_like(mixer.weight)
+    mlp = layer.mlp
+    downs = [mlp.down_proj] if hasattr(mlp, "down_proj") else [mlp.switch_mlp.down_proj, mlp.shared_expert.down_proj]
+    for down in downs:
+        down.weight = mx.zeros_like(down.weight)
+
+
+def agree_with_hybrid(target, draft, *, mix: float = 0.0) -> None:
+    """Make a hybrid ``target`` its ``draft`` plus silent layers (draft_pairs.agree_with for
+    Qwen3.5 / Qwen3-Next): the same predictions, or ``mix`` of its own head blended in."""
+    import mlx.core as mx
+
+    body, head = text_parts(target)
+    draft_body, draft_head = text_parts(draft)
+    own_head = head.lm_head.weight
+    body.embed_tokens.update(draft_body.embed_tokens.parameters())
+    body.norm.update(draft_body.norm.parameters())
+    head.lm_head.update(draft_head.lm_head.parameters())
+    for i, layer in enumerate(body.layers):
+        if i < len(draft_body.layers):
+            layer.update(draft_body.layers[i].parameters())
+        else:
+            silence_layer(layer)
+    if mix:
+        head.lm_head.weight = (1 - mix) * draft_head.lm_head.weight + mix * own_head
+    mx.eval(target.parameters())
+
+
 # ------------------------------------------------------------------ the MTP layer
 
 
