@@ -53,3 +53,24 @@ def test_ranks_answer_with_rank_zeros_samples_and_stop_together(small_model):
     assert reports[0]["reason"] == reports[1]["reason"] == "cancelled"
     assert reports[0]["tokens"] == reports[1]["tokens"] < 40
     assert reports[0]["text"] == reports[1]["text"] != ""
+
+
+def test_in_a_group_prefill_chunks_and_cache_keeping_do_not_depend_on_the_rank(small_model):
+    """Each prefill chunk ends in a collective cancel check, so ranks must cut the same chunks
+    and reuse the same prefixes: no per-rank timing or per-rank byte budget may decide them."""
+    from mlx_backend import Engine
+    from mlx_backend.generation.prefill import PrefillPolicy
+
+    class StandIn:  # a group's handle: nothing here communicates at construction
+        def rank(self):
+            return 0
+
+        def size(self):
+            return 2
+
+    alone = Engine.load(small_model)
+    grouped = Engine(alone.model, alone.tokenizer, group=RankGroup(StandIn()), cache_budget_bytes=1)
+    policy = grouped.prefill_policy
+    assert policy.min_chunk_tokens == policy.first_chunk_tokens == policy.max_chunk_tokens
+    assert alone.prefill_policy == PrefillPolicy()  # a single process keeps timed chunks
+    assert grouped.prompt_caches.byte_budget > 2**60

@@ -40,9 +40,6 @@ from mlx_backend.server.backend import JobEnded, Rejected, ServedModel, Sink, ru
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
-# Prefill chunks must be the same on every rank (each chunk ends in a cancel check, a
-# collective), and chunks sized by each rank's own timing would differ: fixed in a group.
-GROUP_PREFILL_CHUNK_TOKENS = 512
 
 
 def join_group(
@@ -108,12 +105,9 @@ def load_for_group(path: str, group: RankGroup, progress: Optional[Callable[[int
     """The engine for this rank. Today every rank loads the whole model (a replica); a
     sharded load (pipeline stages) plugs in here, the serving code above it is the same."""
     from mlx_backend import Engine
-    from mlx_backend.generation.prefill import PrefillPolicy
 
-    options: dict[str, Any] = {"group": group}
-    if group.is_distributed:
-        options["prefill"] = PrefillPolicy.fixed(GROUP_PREFILL_CHUNK_TOKENS)
-    return Engine.load(path, progress=progress, **options)
+    # In a group the engine fixes its prefill chunks itself (every rank cuts the same ones).
+    return Engine.load(path, progress=progress, group=group)
 
 
 def agree_started(group: RankGroup, watchdog: Optional[Watchdog], error: Optional[str],

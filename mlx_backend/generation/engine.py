@@ -113,6 +113,8 @@ ANSWER_ROOM_TOKENS = 512
 # Prompt lookup "auto" tries drafting from prompts at least this long (documents, pastes).
 PROMPT_LOOKUP_MIN_TOKENS = 512
 PROMPT_LOOKUP_MODES = ("auto", "on", "off")
+# Prefill chunk in a group of ranks (see Engine.__init__).
+GROUP_PREFILL_CHUNK_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,14 @@ class Engine:
         self._active_rope = self._base_rope
         if cache_budget_bytes is None:
             cache_budget_bytes = self._default_cache_budget()
+        if self.group.is_distributed:
+            # Every prefill chunk ends with a cancel check, a collective: all ranks must cut the
+            # same chunks and reuse the same cached prefix. So chunks are fixed (not timed per
+            # rank) and caches are kept by count, not by each rank's own bytes and budget.
+            if prefill.min_chunk_tokens != prefill.max_chunk_tokens:
+                prefill = PrefillPolicy.fixed(GROUP_PREFILL_CHUNK_TOKENS)
+                self.prefill_policy = prefill
+            cache_budget_bytes = 2**62
         self.prompt_caches = PromptCacheStore(cache_budget_bytes, max_cached_conversations)
         # Conversations' caches on disk, so a chat reopened after a restart isn't prefilled again.
         self.disk_cache: Optional[DiskPromptCache] = None
