@@ -310,8 +310,13 @@ def test_cancel_mid_prefill_from_the_progress_panel(harness, tmp_path):
         h.qtbot.waitUntil(lambda: panel.tracker.stage == SummaryProgress(1, 1, "single"), timeout=TIMEOUT_MS)
         # The panel sits between the transcript and the composer and has the numbers; the
         # answer's own slot only says what is going on (no second reading bar).
-        assert _top(h.window.transcript) + h.window.transcript.height() <= _top(panel)
-        assert _top(panel) + panel.height() <= _top(h.window.composer)
+        # (once the layout has run: the panel has just been shown, and a loaded machine may
+        # not have processed the relayout yet)
+        h.qtbot.waitUntil(
+            lambda: _top(h.window.transcript) + h.window.transcript.height() <= _top(panel)
+            and _top(panel) + panel.height() <= _top(h.window.composer),
+            timeout=TIMEOUT_MS,
+        )
         view = [v for v in h.window.transcript.views if v.role == "assistant"][-1]
         assert view.prefill_label.text() == "Summarizing\u2026" and view.prefill_bar.isHidden()
         h.qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
