@@ -9,7 +9,6 @@ construction with known agreement (``make_mtp_agree``) the acceptance is checked
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import replace
 
@@ -18,13 +17,14 @@ import numpy as np
 import pytest
 from mlx_lm.generate import generate_step
 
-from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, Finished, SamplingParams
+from mlx_backend.events import ChatMessage, ChatRequest, SamplingParams
 from mlx_backend.generation.engine import Engine
 from mlx_backend.generation.prompt_cache import rewind, take_snapshot
 from mlx_backend.generation.sampling import make_request_sampler
 from mlx_backend.generation.speculative import MtpDrafter, SpeculationStats, speculative_steps
 from mlx_backend.loading.loader import load, load_model
 from mlx_backend.models.mtp import forward_with_hidden, load_mtp
+from tests.support.speculation import GREEDY, request, answer
 from tests.support.hybrid_checkpoints import (
     hybrid_fixtures_available,
     make_mtp_agree,
@@ -35,7 +35,6 @@ from tests.support.hybrid_checkpoints import (
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
 PROMPTS = (
     "hello there",
     "Tell me a story about a clock that runs backwards, please.",
@@ -181,22 +180,6 @@ def qwen35(tmp_path_factory):
     return dict(path=path, tokenizer=tokenizer, agree=(agree, agree_mtp), partial=(partial, partial_mtp))
 
 
-def request(text: str, **fields) -> ChatRequest:
-    fields.setdefault("sampling", GREEDY)
-    fields.setdefault("max_tokens", 40)
-    return ChatRequest(messages=(ChatMessage("user", text),), enable_thinking=False, **fields)
-
-
-def answer(engine: Engine, req: ChatRequest, cancel_after: int = 0):
-    text, finished, cancel = [], None, threading.Event()
-    for event in engine.stream(req, cancel):
-        if isinstance(event, AnswerDelta):
-            text.append(event.text)
-            if cancel_after and len(text) >= cancel_after:
-                cancel.set()
-        elif isinstance(event, Finished):
-            finished = event
-    return "".join(text), finished
 
 
 @needs_fixtures

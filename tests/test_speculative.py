@@ -7,7 +7,6 @@ agrees only in part, and an unrelated random draft hardly ever: those exercise r
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from mlx_lm.generate import generate_step
 from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
 from mlx_backend.errors import RequestError
-from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, Finished, SamplingParams
+from mlx_backend.events import ChatMessage, ChatRequest, SamplingParams
 from mlx_backend.generation.engine import Engine
 from mlx_backend.generation.sampling import make_request_sampler
 from mlx_backend.generation.speculative import (
@@ -29,8 +28,8 @@ from mlx_backend.generation.speculative import (
 )
 from mlx_backend.loading.loader import load
 from tests.support.draft_pairs import QuotingModel, agree_with, write_pair
+from tests.support.speculation import GREEDY, request, answer, engines
 
-GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
 # head_dim 64 so the KV cache can be quantized (groups of 64).
 SHAPE = dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1, head_dim=64, intermediate_size=256)
 PROMPTS = (
@@ -61,32 +60,8 @@ def models(paths):
     )
 
 
-def request(text: str, **fields) -> ChatRequest:
-    fields.setdefault("sampling", GREEDY)
-    fields.setdefault("max_tokens", 40)
-    return ChatRequest(messages=(ChatMessage("user", text),), enable_thinking=False, **fields)
 
 
-def answer(engine: Engine, req: ChatRequest, cancel: threading.Event | None = None, cancel_after: int = 0):
-    text, finished = [], None
-    cancel = cancel or threading.Event()
-    for event in engine.stream(req, cancel):
-        if isinstance(event, AnswerDelta):
-            text.append(event.text)
-            if cancel_after and len(text) >= cancel_after:
-                cancel.set()
-        elif isinstance(event, Finished):
-            finished = event
-    return "".join(text), finished
-
-
-def engines(models, target="same", **options):
-    plain = Engine(models[target], models["tokenizer"])
-    spec = Engine(
-        models[target], models["tokenizer"],
-        draft_model=models["draft"], draft_tokenizer=models["draft_tokenizer"], **options,
-    )
-    return plain, spec
 
 
 @pytest.mark.parametrize("target", ["same", "partial", "unrelated"])

@@ -9,7 +9,6 @@ prompt cache across turns, cancel, and the sampled distribution.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import replace
 
@@ -17,7 +16,7 @@ import mlx.core as mx
 import pytest
 from mlx_lm.generate import generate_step
 
-from mlx_backend.events import AnswerDelta, ChatMessage, ChatRequest, Finished, SamplingParams
+from mlx_backend.events import ChatMessage, ChatRequest, SamplingParams
 from mlx_backend.generation.engine import Engine
 from mlx_backend.generation.prompt_cache import rewind, take_snapshot
 from mlx_backend.generation.sampling import make_request_sampler
@@ -30,12 +29,12 @@ from mlx_backend.generation.speculative import (
 )
 from mlx_backend.loading.loader import load, load_model
 from tests.support.draft_pairs import QuotingModel
+from tests.support.speculation import GREEDY, request, answer, engines
 from tests.support.hybrid_checkpoints import agree_with_hybrid, hybrid_fixtures_available, write_hybrid_checkpoint
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-GREEDY = SamplingParams(temperature=0.0, top_p=1.0, top_k=0)
 PROMPTS = (
     "hello there",
     "Tell me a story about a clock that runs backwards, please.",
@@ -62,29 +61,8 @@ def qwen35(tmp_path_factory):
                 draft_tokenizer=draft_tokenizer)
 
 
-def request(text: str, **fields) -> ChatRequest:
-    fields.setdefault("sampling", GREEDY)
-    fields.setdefault("max_tokens", 40)
-    return ChatRequest(messages=(ChatMessage("user", text),), enable_thinking=False, **fields)
 
 
-def answer(engine: Engine, req: ChatRequest, cancel_after: int = 0):
-    text, finished, cancel = [], None, threading.Event()
-    for event in engine.stream(req, cancel):
-        if isinstance(event, AnswerDelta):
-            text.append(event.text)
-            if cancel_after and len(text) >= cancel_after:
-                cancel.set()
-        elif isinstance(event, Finished):
-            finished = event
-    return "".join(text), finished
-
-
-def engines(models, target="same", **options):
-    plain = Engine(models[target], models["tokenizer"])
-    spec = Engine(models[target], models["tokenizer"], draft_model=models["draft"],
-                  draft_tokenizer=models["draft_tokenizer"], **options)
-    return plain, spec
 
 
 @needs_fixtures
