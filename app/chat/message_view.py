@@ -224,12 +224,13 @@ class MessageView(QFrame):
         prefill_layout.addStretch(2)
         self.prefill_row.hide()
         self._layout.addWidget(self.prefill_row)
-        # A tool turn reads in the order it happened: the text of step 1, its tool blocks
-        # (app/tools/block.py), the text of step 2... Text above a tool block is sealed into a
-        # view of its own; the body (or the streaming view) shows what came after the last block.
-        self._sealed = 0  # offset in the answer where the body's text starts
-        self._segments: list[tuple[SafeTextView, str]] = []
-        self._tool_widgets: list[QWidget] = []
+        # Tool calls of the turn (app/tools/block.py), above the answer's text.
+        self.tool_area = QWidget(self)
+        self.tool_area.setObjectName("ToolArea")
+        self._tool_layout = QVBoxLayout(self.tool_area)
+        self._tool_layout.setContentsMargins(0, 0, 0, 0)
+        self.tool_area.hide()
+        self._layout.addWidget(self.tool_area)
         self.body = SafeTextView(self)
         self._layout.addWidget(self.body)
         self.note = QLabel(self)
@@ -261,38 +262,12 @@ class MessageView(QFrame):
         self._render_now()
         self.set_final(message.status, message.stats, message.error)
 
-    def add_tool_widget(self, widget: QWidget, after: Optional[int] = None) -> None:
-        """Place ``widget`` after the answer's first ``after`` characters (None: all so far)."""
-        end = len(self._answer) if after is None else max(0, min(after, len(self._answer)))
-        if end > self._sealed:
-            text = self._answer[self._sealed:end]
-            if text.strip():
-                segment = SafeTextView(self)
-                segment.setObjectName("StepText")
-                segment.set_markdown(text, self._colors)
-                self._segments.append((segment, text))
-                self._insert_before_live(segment)
-            self._sealed = end
-            if self._stream_view is not None:  # it holds the sealed text: start the rest afresh
-                self._drop_stream_view()
-                self._start_stream_view()
-            self._render_now()
-        self._insert_before_live(widget)
-        self._tool_widgets.append(widget)
+    def add_tool_widget(self, widget: QWidget) -> None:
+        self._tool_layout.addWidget(widget)
+        self.tool_area.show()
 
     def tool_widgets(self) -> list[QWidget]:
-        return list(self._tool_widgets)
-
-    def flow(self) -> list[QWidget]:
-        """Step texts and tool widgets in the order they are shown (the live text last)."""
-        items = [self._layout.itemAt(i).widget() for i in range(self._layout.count())]
-        live = self._stream_view if self._stream_view is not None else self.body
-        chosen = {id(w) for w, _text in self._segments} | {id(w) for w in self._tool_widgets} | {id(live)}
-        return [w for w in items if w is not None and id(w) in chosen]
-
-    def _insert_before_live(self, widget: QWidget) -> None:
-        anchor = self._stream_view if self._stream_view is not None else self.body
-        self._layout.insertWidget(self._layout.indexOf(anchor), widget)
+        return [self._tool_layout.itemAt(i).widget() for i in range(self._tool_layout.count())]
 
     def begin_streaming(self) -> None:
         self._streaming = True
@@ -397,8 +372,6 @@ class MessageView(QFrame):
             if self._stream_view is not None:  # sealed chunks were rendered in the old colours
                 self._drop_stream_view()
                 self._start_stream_view()
-            for segment, text in self._segments:
-                segment.set_markdown(text, colors)
             self._render_now()
 
     def _start_stream_view(self) -> None:
@@ -421,15 +394,14 @@ class MessageView(QFrame):
 
     def _render_now(self) -> None:
         started = time.perf_counter()
-        live = self._answer[self._sealed:]
-        shown = bool(live.strip()) or not (self._thinking_text or self._tool_widgets)
+        shown = bool(self._answer) or not self._thinking_text
         if self._stream_view is not None:
             self._stream_view.setVisible(shown)
-            self._stream_view.update_text(live)
+            self._stream_view.update_text(self._answer)
             self.thinking.append_text(self._thinking_text[self._thinking_shown :])
         else:
             self.body.setVisible(shown)
-            self.body.set_markdown(live, self._colors)
+            self.body.set_markdown(self._answer, self._colors)
             if self._thinking_text:
                 self.thinking.set_text(self._thinking_text)
         self._thinking_shown = len(self._thinking_text)

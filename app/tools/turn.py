@@ -58,10 +58,9 @@ class ChatTools:
             view = view_for(message_id)
             if view is None or message_id == streaming:
                 continue
-            message = self.store.message(message_id)
-            offsets = step_offsets(view.answer_text, records)
             for record in records:
-                view.add_tool_widget(ToolBlock(record), offsets.get(record.step))
+                view.add_tool_widget(ToolBlock(record))
+            message = self.store.message(message_id)
             steps = (message.stats or {}).get(LIMIT_KEY) if message else None
             if steps:
                 view.add_tool_widget(_limit_note(int(steps)))
@@ -79,7 +78,6 @@ class ToolTurn:
         self._answer_mark = 0
         self._thinking_mark = 0
         self._step_texts: dict[int, tuple[str, str]] = {}
-        self._step_ends: dict[int, int] = {}  # where in the answer each step's text ends
         self._steps_done = 0
         self.records: dict[tuple[int, int], StoredToolCall] = {}
         self.blocks: dict[tuple[int, int], ToolBlock] = {}
@@ -102,12 +100,10 @@ class ToolTurn:
             self._step_texts[self._steps_done] = (answer, turn.thinking[self._thinking_mark:])
             if answer:  # the next step's text starts on its own paragraph (history skips it)
                 turn.answer += STEP_SEPARATOR
-                turn.dirty = True  # a chat switch rebuilds the view from what is saved
                 view = self._view()
                 if view is not None:
                     view.append_answer(STEP_SEPARATOR)
             self._answer_mark, self._thinking_mark = len(turn.answer), len(turn.thinking)
-            self._step_ends[self._steps_done] = self._answer_mark  # its calls' blocks go here
             self._steps_done += 1
         self._step_has_calls = False
         return continuing
@@ -170,7 +166,7 @@ class ToolTurn:
         self.blocks = {}
         for key in sorted(self.records):
             self.blocks[key] = ToolBlock(self.records[key])
-            view.add_tool_widget(self.blocks[key], self._step_ends.get(key[0]))
+            view.add_tool_widget(self.blocks[key])
 
     def _save(self, step: int, index: int, record: StoredToolCall) -> None:
         key = (step, index)
@@ -189,7 +185,7 @@ class ToolTurn:
             else:
                 block = ToolBlock(record)
                 self.blocks[key] = block
-                view.add_tool_widget(block, self._step_ends.get(step))
+                view.add_tool_widget(block)
         else:
             block.update_record(record)
         if self._waiting == key and record.status != "running":
@@ -210,25 +206,6 @@ class ToolTurn:
         key, self._waiting = self._waiting, None
         if key is not None and self.records[key].status == "waiting":
             self._save(key[0], key[1], dataclasses.replace(self.records[key], status="running"))
-
-
-def step_offsets(answer: str, records: list[StoredToolCall]) -> dict[int, int]:
-    """Where each step's calls go in a stored answer: after that step's text (and the paragraph
-    break the turn put after it). Found by the texts the calls were stored with; a step whose
-    text isn't found (an answer edited by hand) and those after it go to the end."""
-    offsets: dict[int, int] = {}
-    position = 0
-    for step in sorted({record.step for record in records}):
-        text = next((r.step_answer for r in records if r.step == step and r.step_answer), "")
-        if text:
-            found = answer.find(text, position)
-            if found < 0:
-                break
-            position = found + len(text)
-            if answer.startswith(STEP_SEPARATOR, position):
-                position += len(STEP_SEPARATOR)
-        offsets[step] = position
-    return offsets
 
 
 def _limit_note(steps: int) -> QLabel:
