@@ -43,6 +43,7 @@ FULL_REQUEST = ChatRequest(
     tools=({"type": "function", "function": {"name": "weather", "description": "d", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},),
     raw_prompt=None,
     use_draft_model=False,
+    use_mtp=False,
     prompt_lookup="off",
 )
 
