@@ -20,9 +20,15 @@ from mlx_backend.memory.sizes import (
     estimate_linear_state_bytes,
     estimate_weights_bytes,
     kv_bytes_per_token,
+    weight_parts,
 )
+from mlx_backend.distributed.stages import stage_layers
+from mlx_backend.models.shape import ModelShape
 
 Verdict = Literal["fits", "tight", "wont_fit"]
+
+# The most Macs the planner will suggest: past this a ring's per-token hops dominate.
+MAX_GROUP_MACS = 8
 
 # Prefill activations, logits and allocator slack beyond weights and KV cache (a rule of thumb:
 # a 2048-token prefill chunk of the largest Qwen3 needs a few hundred MB).
@@ -86,6 +92,10 @@ def plan_memory(
     suggestions: list[str] = []
     if verdict != "fits":
         suggestions = _suggestions(config, context_tokens, kv_bits, weights, kv, budget.bytes, state)
+    if verdict == "wont_fit":
+        group = smallest_group(config, context_tokens, kv_bits, budget.bytes)
+        if group is not None:
+            suggestions.append(group.suggestion)
     state_label = f" + linear-attention state {_gb(state)}" if state else ""
     summary = (
         f"Needs about {_gb(total)} (weights {_gb(weights)} + KV cache {_gb(kv)} for "
@@ -174,3 +184,115 @@ def _kv_label(kv_bits: Optional[int]) -> str:
 
 def _gb(n: float) -> str:
     return f"{n / GB:.1f} GB"
+
+
+@dataclass(frozen=True)
+class StageShare:
+    """What one Mac of a pipeline holds: its layers' weights, their KV cache and linear state."""
+
+    rank: int
+    layers: range
+    weights_bytes: int
+    kv_cache_bytes: int
+    linear_state_bytes: int
+    overhead_bytes: int = RUNTIME_OVERHEAD_BYTES
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.linear_state_bytes + self.overhead_bytes
+
+    @property
+    def layers_label(self) -> str:
+        return f"layers {self.layers.start}-{self.layers.stop - 1}" if len(self.layers) > 1 else f"layer {self.layers.start}"
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """The model split by layers over ``hosts`` Macs with ``budget_bytes`` available on each."""
+
+    hosts: int
+    stages: tuple[StageShare, ...]
+    budget_bytes: int
+    context_tokens: int
+    verdict: Verdict  # the fullest Mac's
+    message: str
+
+    @property
+    def largest_share_bytes(self) -> int:
+        return max(stage.total_bytes for stage in self.stages)
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict != "wont_fit"
+
+    @property
+    def suggestion(self) -> str:
+        return (
+            f"It would fit on {self.hosts} Macs with {_gb(self.budget_bytes)} available like this one "
+            f"(about {_gb(self.largest_share_bytes)} on each, split by layers) with qwen-desk serve --hosts."
+        )
+
+
+def plan_group(
+    config: Union[Mapping[str, Any], str, os.PathLike],
+    hosts: int,
+    context_tokens: int,
+    kv_bits: Optional[int] = None,
+    budget_bytes: Optional[int] = None,
+) -> GroupPlan:
+    """What each of ``hosts`` Macs holds when the model's layers are split into pipeline stages
+    (``mlx_backend.distributed.stages``), each against a budget like this Mac's (or the given one).
+
+    Stage 0 holds the embedding, the last stage the final norm and the head (with tied
+    embeddings, the embedding again, as the head); every stage keeps the KV cache and linear
+    state of its own layers and its own working memory.
+    """
+    config = read_config(config)
+    if context_tokens <= 0:
+        raise ValueError(f"context_tokens must be positive, not {context_tokens}")
+    budget = memory_budget().bytes if budget_bytes is None else int(budget_bytes)
+    parts = weight_parts(config)
+    shape = ModelShape.from_config(config)
+    kv_per_layer = estimate_kv_cache_bytes(config, context_tokens, kv_bits) / max(len(shape.attention_layers), 1)
+    state_per_layer = estimate_linear_state_bytes(config) / max(len(shape.linear_layers), 1)
+    attention = set(shape.attention_layers)
+    stages = []
+    ranges = stage_layers(len(parts.layer_bytes), hosts)
+    for rank, layers in enumerate(ranges):
+        weights = sum(parts.layer_bytes[i] for i in layers)
+        if rank == 0:
+            weights += parts.embedding_bytes
+        if rank == len(ranges) - 1:
+            weights += parts.head_bytes + (parts.embedding_bytes if parts.tied_embeddings and rank else 0)
+        kv_layers = sum(1 for i in layers if i in attention)
+        stages.append(StageShare(
+            rank=rank,
+            layers=layers,
+            weights_bytes=weights,
+            kv_cache_bytes=int(kv_layers * kv_per_layer),
+            linear_state_bytes=int((len(layers) - kv_layers) * state_per_layer),
+        ))
+    worst = max(stages, key=lambda stage: stage.total_bytes)
+    verdict = _verdict(worst.total_bytes, budget)
+    holds = "; ".join(f"Mac {s.rank + 1}: {s.layers_label}, {_gb(s.total_bytes)}" for s in stages)
+    message = (
+        f"On {hosts} Macs with {_gb(budget)} available each, split by layers for a "
+        f"{context_tokens:,}-token context: {holds}. {_VERDICT_WORDS[verdict].capitalize()}."
+    )
+    return GroupPlan(hosts, tuple(stages), budget, context_tokens, verdict, message)
+
+
+def smallest_group(
+    config: Mapping[str, Any],
+    context_tokens: int,
+    kv_bits: Optional[int],
+    budget_bytes: int,
+    max_hosts: int = MAX_GROUP_MACS,
+) -> Optional[GroupPlan]:
+    """The fewest Macs like this one (2 or more) the model fits on, or None within ``max_hosts``."""
+    layers = ModelShape.from_config(config).num_layers
+    for hosts in range(2, min(max_hosts, layers) + 1):
+        group = plan_group(config, hosts, context_tokens, kv_bits, budget_bytes)
+        if group.fits:
+            return group
+    return None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 import mlx.core as mx
@@ -76,6 +78,54 @@ def _measure(frozen_config: str) -> tuple[int, int]:
     if quantization is not None:
         _quantize_as_configured(model, quantization)
     return parameters, model_nbytes(model)
+
+
+@functools.lru_cache(maxsize=64)
+def _measure_parts(frozen_config: str) -> tuple[int, int, tuple[int, ...]]:
+    """(embedding bytes, final norm + head bytes, bytes of each decoder layer), as stored."""
+    config = json.loads(frozen_config)
+    model = architecture(config).Model(model_args(config))
+    model.set_dtype(weight_dtype(config))
+    quantization = quantization_settings(config)
+    if quantization is not None:
+        _quantize_as_configured(model, quantization)
+    embedding = head = 0
+    layers: dict[int, int] = {}
+    for name, value in tree_flatten(model.parameters()):
+        match = _LAYER_NAME.search(name)
+        if match:
+            index = int(match.group(1))
+            layers[index] = layers.get(index, 0) + value.nbytes
+        elif "embed_tokens" in name:
+            embedding += value.nbytes
+        else:  # the final norm and an untied head
+            head += value.nbytes
+    return embedding, head, tuple(layers[i] for i in sorted(layers))
+
+
+# A decoder layer's parameters, whatever the wrapper: "model.layers.3.", "language_model.model.layers.3."
+_LAYER_NAME = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class WeightParts:
+    """The weights as a pipeline splits them: embedding, one entry per decoder layer, head."""
+
+    embedding_bytes: int
+    head_bytes: int  # final norm and an untied lm_head (0 bytes of head when tied)
+    layer_bytes: tuple[int, ...]
+    tied_embeddings: bool
+
+    @property
+    def total_bytes(self) -> int:
+        return self.embedding_bytes + self.head_bytes + sum(self.layer_bytes)
+
+
+def weight_parts(config: Mapping[str, Any]) -> WeightParts:
+    embedding, head, layers = _measure_parts(_frozen(config))
+    text = config.get("text_config") if isinstance(config.get("text_config"), Mapping) else config
+    tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
+    return WeightParts(embedding, head, layers, tied)
 
 
 def _quantize_as_configured(model: nn.Module, quantization: dict[str, Any]) -> None:
