@@ -63,6 +63,7 @@ def request_to_json(request: ChatRequest) -> dict[str, Any]:
         "tools": [dict(tool) for tool in request.tools],
         "raw_prompt": request.raw_prompt,
         "use_draft_model": request.use_draft_model,
+        "use_mtp": request.use_mtp,
         "prompt_lookup": request.prompt_lookup,
     }
 
@@ -90,6 +91,7 @@ def request_from_json(data: dict[str, Any]) -> ChatRequest:
         tools=tuple(data["tools"]),
         raw_prompt=data["raw_prompt"],
         use_draft_model=data["use_draft_model"],
+        use_mtp=data["use_mtp"],
         prompt_lookup=data["prompt_lookup"],
     )
 
