@@ -49,14 +49,15 @@ def test_a_235b_model_too_big_for_one_mac_is_planned_onto_two() -> None:
 
     group = plan_group(config, 2, CONTEXT, budget_bytes=budget)
     first, second = group.stages
-    assert (first.layers, second.layers) == (range(0, 47), range(47, 94))
-    # Nothing is lost or counted twice: the shares add up to the single-Mac figures.
-    assert first.weights_bytes + second.weights_bytes == estimate_weights_bytes(config)
+    # The pipeline's order: rank 0 (Mac 1) holds the last layers.
+    assert (first.layers, second.layers) == (range(47, 94), range(0, 47))
+    parts = weight_parts(config)
+    shared = parts.embedding_bytes + parts.head_bytes  # on every Mac
+    assert first.weights_bytes + second.weights_bytes == estimate_weights_bytes(config) + shared
     assert first.kv_cache_bytes + second.kv_cache_bytes == pytest.approx(estimate_kv_cache_bytes(config, CONTEXT), abs=2)
-    # Each Mac holds about half: the embedding on the first and the head on the last nearly balance.
     assert first.weights_bytes == pytest.approx(estimate_weights_bytes(config) / 2, rel=0.02)
     assert group.fits and group.largest_share_bytes < budget
-    assert "Mac 1: layers 0-46" in group.message and "Mac 2: layers 47-93" in group.message
+    assert "Mac 1: layers 47-93" in group.message and "Mac 2: layers 0-46" in group.message
 
 
 def test_the_smallest_group_grows_with_the_model_and_gives_up_past_eight_macs() -> None:
@@ -70,19 +71,21 @@ def test_the_smallest_group_grows_with_the_model_and_gives_up_past_eight_macs() 
 def test_a_hybrid_keeps_kv_only_on_its_attention_layers_and_state_on_the_others() -> None:
     config = catalog_config("mlx-community/Qwen3.5-122B-A10B-4bit")
     group = plan_group(config, 3, CONTEXT, budget_bytes=int(64 * GB))
+    parts = weight_parts(config)
     assert sum(stage.kv_cache_bytes for stage in group.stages) == pytest.approx(estimate_kv_cache_bytes(config, CONTEXT), abs=3)
     assert sum(stage.linear_state_bytes for stage in group.stages) == pytest.approx(estimate_linear_state_bytes(config), abs=3)
-    assert sum(stage.weights_bytes for stage in group.stages) == estimate_weights_bytes(config)
+    shared = parts.embedding_bytes + parts.head_bytes
+    assert sum(stage.weights_bytes for stage in group.stages) == estimate_weights_bytes(config) + 2 * shared
     assert all(stage.linear_state_bytes > 0 and stage.kv_cache_bytes > 0 for stage in group.stages)
 
 
-def test_with_tied_embeddings_the_last_mac_holds_the_embedding_as_its_head() -> None:
+def test_with_tied_embeddings_every_mac_holds_the_embedding_once() -> None:
     config = catalog_config("mlx-community/Qwen3-0.6B-4bit")
     parts = weight_parts(config)
     assert parts.tied_embeddings and parts.embedding_bytes > 0
-    first, second = plan_group(config, 2, CONTEXT, budget_bytes=int(16 * GB)).stages
-    assert first.weights_bytes - sum(parts.layer_bytes[i] for i in first.layers) == parts.embedding_bytes
-    assert second.weights_bytes - sum(parts.layer_bytes[i] for i in second.layers) == parts.embedding_bytes + parts.head_bytes
+    for stage in plan_group(config, 2, CONTEXT, budget_bytes=int(16 * GB)).stages:
+        layers = sum(parts.layer_bytes[i] for i in stage.layers)
+        assert stage.weights_bytes == layers + parts.embedding_bytes + parts.head_bytes
 
 
 @pytest.mark.parametrize("moe", [False, True])

@@ -1,8 +1,7 @@
 """Which layers each pipeline stage holds: contiguous runs, as even as the count allows.
 
-Stage 0 takes the embedding and the first run of layers, the last stage the final norm and the
-head; a stage in between holds only its layers. The planner sizes each Mac's share from this
-split, so the pipeline that loads the stages must use it too.
+The planner (``memory.plan.plan_group``) sizes each Mac's share from this split and the
+pipeline (``distributed.pipeline``) loads it, so the two always agree.
 """
 
 from __future__ import annotations

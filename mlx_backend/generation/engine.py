@@ -266,16 +266,20 @@ class Engine:
         cancel: Optional[threading.Event] = None,
         draft: Optional[str | Path] = None,
         mtp: bool = True,
+        pipeline: bool = False,
         **options: Any,
     ) -> "Engine":
         """Resolve (downloading if needed) and load a model folder or Hugging Face repo, and
         ``draft``, a small model of the same tokenizer for speculative decoding, if given.
-        ``mtp``: also load the checkpoint's multi-token-prediction layer where it has one."""
+        ``mtp``: also load the checkpoint's multi-token-prediction layer where it has one.
+        ``pipeline`` (with ``group=``): this rank loads and runs only its pipeline stage."""
         from mlx_backend.loading.loader import load
         from mlx_backend.models.mtp import load_mtp
 
-        model, tokenizer = load(path_or_repo, progress=progress, cancel=cancel)
-        if mtp:
+        group = options.get("group")
+        stage_of = group if pipeline and group is not None and group.is_distributed else None
+        model, tokenizer = load(path_or_repo, progress=progress, cancel=cancel, stage_of=stage_of)
+        if mtp and stage_of is None:  # a group doesn't draft
             options["mtp"] = load_mtp(model)
         if draft is not None:
             options["draft_model"], options["draft_tokenizer"] = load(draft, cancel=cancel)

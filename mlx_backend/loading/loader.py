@@ -57,16 +57,23 @@ def load(
     *,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    stage_of: Any = None,
 ) -> tuple[nn.Module, Any]:
     """Resolve (downloading if needed) and load a model and its tokenizer.
 
     ``progress(done_bytes, total_bytes)`` reports download progress; it is not called for a
-    local folder or a model already in the Hugging Face cache.
+    local folder or a model already in the Hugging Face cache. ``stage_of``, a distributed
+    group: load only this rank's pipeline stage (``mlx_backend.distributed.pipeline``).
     """
     from mlx_backend.text.tokenizer import Qwen3Tokenizer  # the tokenizer module is only needed here
 
     path = resolve_model_path(path_or_repo, progress=progress, cancel=cancel)
-    model = load_model(path)
+    if stage_of is not None:
+        from mlx_backend.distributed.pipeline import load_pipeline_stage
+
+        model = load_pipeline_stage(path, stage_of)
+    else:
+        model = load_model(path)
     tokenizer = Qwen3Tokenizer.from_folder(path)
     return model, tokenizer
 

@@ -241,11 +241,12 @@ def plan_group(
     budget_bytes: Optional[int] = None,
 ) -> GroupPlan:
     """What each of ``hosts`` Macs holds when the model's layers are split into pipeline stages
-    (``mlx_backend.distributed.stages``), each against a budget like this Mac's (or the given one).
+    (``mlx_backend.distributed.pipeline``), each against a budget like this Mac's (or the given one).
 
-    Stage 0 holds the embedding, the last stage the final norm and the head (with tied
-    embeddings, the embedding again, as the head); every stage keeps the KV cache and linear
-    state of its own layers and its own working memory.
+    Every Mac keeps the embedding, the final norm and the head (every rank finishes each step's
+    logits); the layers split as ``stages.stage_layers`` in the pipeline's order (Mac 1, rank 0,
+    holds the last layers). Each keeps the KV cache and linear state of its own layers and its
+    own working memory.
     """
     config = read_config(config)
     if context_tokens <= 0:
@@ -258,12 +259,9 @@ def plan_group(
     attention = set(shape.attention_layers)
     stages = []
     ranges = stage_layers(len(parts.layer_bytes), hosts)
-    for rank, layers in enumerate(ranges):
-        weights = sum(parts.layer_bytes[i] for i in layers)
-        if rank == 0:
-            weights += parts.embedding_bytes
-        if rank == len(ranges) - 1:
-            weights += parts.head_bytes + (parts.embedding_bytes if parts.tied_embeddings and rank else 0)
+    for rank in range(hosts):
+        layers = ranges[hosts - 1 - rank]
+        weights = parts.embedding_bytes + parts.head_bytes + sum(parts.layer_bytes[i] for i in layers)
         kv_layers = sum(1 for i in layers if i in attention)
         stages.append(StageShare(
             rank=rank,

@@ -112,7 +112,7 @@ class WeightParts:
     """The weights as a pipeline splits them: embedding, one entry per decoder layer, head."""
 
     embedding_bytes: int
-    head_bytes: int  # final norm and an untied lm_head (0 bytes of head when tied)
+    head_bytes: int  # final norm and an untied lm_head (with tied embeddings the embedding is the head)
     layer_bytes: tuple[int, ...]
     tied_embeddings: bool
 

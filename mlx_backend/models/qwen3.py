@@ -15,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.activations import swiglu
 from mlx_lm.models.base import BaseModelArgs, create_attention_mask, scaled_dot_product_attention
+from mlx_lm.models.pipeline import PipelineMixin
 
 from mlx_backend.models.rope import freeze_scaling, make_rope, normalize_rope_scaling
 
@@ -153,8 +154,13 @@ class DecoderLayer(nn.Module):
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
-class Qwen3Model(nn.Module):
-    """Embeddings, decoder stack and final norm (the ``model.*`` prefix of HF checkpoints)."""
+class Qwen3Model(PipelineMixin, nn.Module):
+    """Embeddings, decoder stack and final norm (the ``model.*`` prefix of HF checkpoints).
+
+    As a pipeline stage (mlx-lm's ``PipelineMixin.pipeline(group)``, as its qwen3_5 does) it
+    holds only its run of layers: it receives the hidden state from the rank holding the layers
+    before, sends its own on, and every rank gets the last stage's output back.
+    """
 
     def __init__(self, args: ModelArgs, layers: list[DecoderLayer]):
         super().__init__()
@@ -166,11 +172,22 @@ class Qwen3Model(nn.Module):
         self, inputs: mx.array, cache: Any = None, input_embeddings: mx.array | None = None
     ) -> mx.array:
         h = input_embeddings if input_embeddings is not None else self.embed_tokens(inputs)
+        layers = self.pipeline_layers
         if cache is None:
-            cache = [None] * len(self.layers)
+            cache = [None] * len(layers)
         mask = create_attention_mask(h, cache[0])
-        for layer, layer_cache in zip(self.layers, cache):
+        rank, size = self.pipeline_rank, self.pipeline_size
+        # mlx-lm's order: the highest rank holds the first layers, rank 0 the last ones.
+        if rank < size - 1:
+            h = mx.distributed.recv_like(h, rank + 1)
+        for layer, layer_cache in zip(layers, cache):
             h = layer(h, mask, layer_cache)
+        if rank != 0:
+            h = mx.distributed.send(h, rank - 1)
+            if cache[-1] is not None:  # keep the send in the graph that evaluating the cache runs
+                cache[-1].keys = mx.depends(cache[-1].keys, h)
+        if size > 1:  # rank 0's slice is the last stage's output
+            h = mx.distributed.all_gather(h)[: h.shape[0]]
         return self.norm(h)
 
 
@@ -195,7 +212,8 @@ class CausalLM(nn.Module):
 
     @property
     def layers(self) -> list[DecoderLayer]:
-        return self.model.layers
+        """The layers this process runs (all of them, unless it is one stage of a pipeline)."""
+        return self.model.pipeline_layers
 
     def sanitize(self, weights: dict[str, mx.array]) -> dict[str, mx.array]:
         """Drop checkpoint tensors the MLX model has no slot for."""
