@@ -83,7 +83,8 @@ def small_model(tmp_path_factory):
     from tests.support.checkpoints import write_random_checkpoint
 
     folder = tmp_path_factory.mktemp("faults") / "model"
-    write_random_checkpoint(folder, tokenizer="qwen3")
+    # Three layers: two and three ranks each get whole layers (the group splits them by default).
+    write_random_checkpoint(folder, tokenizer="qwen3", num_hidden_layers=3)
     return folder
 
 

@@ -65,6 +65,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--start-timeout", type=float, default=DEFAULT_START_TIMEOUT_S, metavar="SECONDS",
         help="how long starting the group may wait for every host to connect (default %(default)g)",
     )
+    group.add_argument(
+        "--split", choices=("layers", "replicas"), default="layers",
+        help="layers: each Mac loads and runs only its run of layers (pipeline stages, for models "
+             "bigger than one Mac); replicas: every Mac holds the whole model (default %(default)s)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -140,7 +145,7 @@ def group_arguments(args: argparse.Namespace) -> list[str]:
     """This command's options again, for every rank of a group (``--hosts`` left out)."""
     argv = ["--model", args.model, "--host", args.host, "--port", str(args.port),
             "--max-queued", str(args.max_queued), "--rank-timeout", f"{args.rank_timeout:g}",
-            "--start-timeout", f"{args.start_timeout:g}"]
+            "--start-timeout", f"{args.start_timeout:g}", "--split", args.split]
     for flag, values in (("--allow-host", args.allow_host), ("--cors-origin", args.cors_origin), ("--alias", args.alias)):
         for value in values:
             argv += [flag, value]

@@ -101,13 +101,16 @@ def _rank_and_size_from_environment() -> tuple[int, int]:
     return rank, max(size, rank + 1, 2)
 
 
-def load_for_group(path: str, group: RankGroup, progress: Optional[Callable[[int, int], None]] = None) -> Any:
-    """The engine for this rank. Today every rank loads the whole model (a replica); a
-    sharded load (pipeline stages) plugs in here, the serving code above it is the same."""
+def load_for_group(path: str, group: RankGroup, progress: Optional[Callable[[int, int], None]] = None,
+                   split: str = "layers") -> Any:
+    """The engine for this rank: its pipeline stage (``split="layers"``: only its layers are
+    read) or the whole model (``"replicas"``); the serving code above it is the same."""
     from mlx_backend import Engine
 
+    if split not in ("layers", "replicas"):
+        raise ValueError(f"split must be 'layers' or 'replicas', not {split!r}")
     # In a group the engine fixes its prefill chunks itself (every rank cuts the same ones).
-    return Engine.load(path, progress=progress, group=group)
+    return Engine.load(path, progress=progress, group=group, pipeline=split == "layers")
 
 
 def agree_started(group: RankGroup, watchdog: Optional[Watchdog], error: Optional[str],
@@ -182,8 +185,9 @@ class GroupBackend:
         return cancel.set
 
     def close(self) -> None:
-        """Stop after the running request and tell the followers to stop too."""
-        self._watchdog.stopping.set()
+        """Stop after the running request and tell the followers to stop too. Not a deliberate
+        stop by itself: a SIGTERM from mlx.launch after another rank failed closes this too, and
+        a peer found stuck then is still reported (Ctrl-C marks the stop through ``on_signal``)."""
         self._jobs.put(None)
         self._thread.join(timeout=10)
 
@@ -299,7 +303,7 @@ def serve_rank(args: Any, settings: Any, *, listen: Callable, model_id: str, run
         if group.is_leader:
             sock = listen(settings.host, settings.port)  # a port in use stops the group before the load
         print(f"rank {group.rank} of {group.size}: loading {args.model}...", file=sys.stderr, flush=True)
-        engine = load_for_group(args.model, group)
+        engine = load_for_group(args.model, group, split=getattr(args, "split", "layers"))
     except Exception as failure:  # noqa: BLE001 - every rank must hear about it, then it is raised
         error = str(failure) or type(failure).__name__
     failed = agree_started(group, watchdog if group.is_distributed else None, error)
